@@ -1,0 +1,5 @@
+"""``python -m contrastlab`` (and ``torchrun -m contrastlab``) runs the CLI."""
+
+from .cli import main
+
+main()

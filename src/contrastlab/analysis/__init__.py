@@ -1,0 +1,1 @@
+"""Analyses over trained models and their predictions: landscape, sharpness, InPCA, progress, attacks."""

@@ -1,0 +1,316 @@
+"""Adversarial robustness: FGSM and ℓ∞ PGD, and accuracy/loss curves against ε.
+
+The attacks work on any torch classifier that maps pixels in [0, 1] of shape (B, ...) to
+logits (B, K); in this project normalization lives inside the models, so ε is a budget in
+pixel units (ε = k/255 moves each pixel value by at most k grey levels).
+
+- FGSM (Goodfellow et al. 2014): x̃ = clamp(x + ε·sign ∇ₓ CE(f(x), y), 0, 1).
+- PGD (Madry et al. 2017): uniform random start in the ε-ball, then ``steps`` signed-gradient
+  steps, each followed by the projection onto {‖x̃ − x‖∞ ≤ ε} ∩ [0, 1]. Both sets are boxes,
+  so the projection is one coordinate-wise clamp to [max(x − ε, 0), min(x + ε, 1)].
+
+``space="normalized"`` reproduces the original study's FGSM for comparison with its figure
+only: ε is added to the *normalized* input x_n = (x − mean)/std and nothing is clamped. Since
+x_n is an affine function of x with std > 0, sign ∇_{x_n} CE = sign ∇ₓ CE, and the attack is
+x̃ = x + ε·std·sign ∇ₓ CE in pixels — an effective pixel budget of ε·std per channel
+(≈ 0.25·ε with CIFAR's std), and x̃ may leave [0, 1].
+
+Every attack runs the model in eval mode and restores each submodule's mode afterwards;
+the input gradient comes from ``torch.autograd.grad``, so no parameter's ``.grad`` is touched;
+the input tensors are never written to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ContrastlabError
+from ..registry import lookup
+from ..utils.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+SPACES = ("pixel", "normalized")
+
+
+class AttackInputError(ContrastlabError, ValueError):
+    """An ε, image batch, label vector or option that an attack cannot work with."""
+
+
+class RobustnessCurve(NamedTuple):
+    """Accuracy and mean cross-entropy under attack, one entry per ε (ε = 0: clean images)."""
+
+    eps: np.ndarray  # (E,) float64, pixel units
+    accuracy: np.ndarray  # (E,) float64 in [0, 1]
+    loss: np.ndarray  # (E,) float64, mean CE over all samples
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_eps(eps: float) -> float:
+    eps = float(eps)
+    if not math.isfinite(eps) or eps < 0:
+        raise AttackInputError(f"eps must be a finite number >= 0, got {eps}")
+    return eps
+
+
+def _check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
+    """Images: floating (B, ...) with values in [0, 1]; labels: integer (B,)."""
+    if not torch.is_tensor(images) or not images.is_floating_point():
+        raise AttackInputError(f"images must be a floating-point tensor of pixels in [0, 1], got {getattr(images, 'dtype', type(images))}")
+    if images.ndim < 2 or images.shape[0] == 0:
+        raise AttackInputError(f"images must have shape (B, ...) with B >= 1, got {tuple(images.shape)}")
+    if not torch.is_tensor(labels) or labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+        raise AttackInputError(f"labels must be an integer tensor of class indices, got {getattr(labels, 'dtype', type(labels))}")
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise AttackInputError(f"labels must have shape ({images.shape[0]},) to match images {tuple(images.shape)}, got {tuple(labels.shape)}")
+    low, high = images.detach().aminmax()
+    if not (bool(low >= 0) and bool(high <= 1)):  # also false for NaN
+        raise AttackInputError(f"images must hold pixels in [0, 1], got values in [{low.item():.4g}, {high.item():.4g}]")
+
+
+def _check_label_range(labels: torch.Tensor, logits: torch.Tensor) -> None:
+    # cross_entropy would fail with a device-side assert on CUDA; say what is wrong instead.
+    n_classes = logits.shape[1]
+    if bool((labels < 0).any()) or bool((labels >= n_classes).any()):
+        raise AttackInputError(f"labels must lie in [0, {n_classes}) for a model with {n_classes} outputs, got [{int(labels.min())}, {int(labels.max())}]")
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode; restore each one's own mode afterwards (mixed modes included)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def find_normalization(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (mean, std) buffers of the first submodule (in ``model.modules()`` order) that has both.
+
+    For ``classifier(encoder, head)`` of this project that is ``model[0].normalize``, whose
+    buffers have shape (1, C, 1, 1).
+    """
+    for module in model.modules():
+        mean, std = getattr(module, "mean", None), getattr(module, "std", None)
+        if torch.is_tensor(mean) and torch.is_tensor(std):
+            return mean, std
+    raise AttackInputError("space='normalized' needs the input normalization: pass normalization=(mean, std) or use a model with a submodule holding 'mean' and 'std' buffers")
+
+
+def _channel_tensor(values: torch.Tensor | Sequence[float], images: torch.Tensor) -> torch.Tensor:
+    """Per-channel values as a tensor broadcastable against images (B, C, ...): (1, C, 1, ...)."""
+    tensor = torch.as_tensor(values, dtype=images.dtype, device=images.device)
+    if tensor.ndim == 1:
+        tensor = tensor.view(1, -1, *([1] * (images.ndim - 2)))
+    try:
+        torch.broadcast_shapes(tensor.shape, images.shape)
+    except RuntimeError:
+        raise AttackInputError(f"normalization of shape {tuple(tensor.shape)} does not match images {tuple(images.shape)}") from None
+    return tensor
+
+
+def _budget_and_bounds(
+    model: nn.Module,
+    images: torch.Tensor,
+    eps: float,
+    space: str,
+    normalization: tuple[torch.Tensor | Sequence[float], torch.Tensor | Sequence[float]] | None,
+) -> tuple[torch.Tensor | float, bool]:
+    """Pixel budget per coordinate (ε, or ε·std in normalized space) and whether to clamp to [0, 1]."""
+    if space == "pixel":
+        return eps, True
+    if space != "normalized":
+        raise AttackInputError(f"space must be one of {', '.join(SPACES)}, got '{space}'")
+    _, std = normalization if normalization is not None else find_normalization(model)
+    std = _channel_tensor(std, images)
+    if not bool((std > 0).all()):
+        raise AttackInputError("normalization std must be > 0")
+    return eps * std, False
+
+
+def input_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """∇ₓ of the summed cross-entropy of ``model(images)``: (B, ...) -> (B, ...).
+
+    The sum (not the mean) keeps each sample's gradient independent of the batch size in eval
+    mode. ``torch.autograd.grad`` returns the gradient without accumulating into any ``.grad``.
+    """
+    x = images.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        _check_label_range(labels, logits)
+        loss = F.cross_entropy(logits, labels, reduction="sum")
+        (gradient,) = torch.autograd.grad(loss, x)
+    return gradient
+
+
+def _generator(seed: int | torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """A generator seeded by an integer ``seed`` on ``device``; a generator or None passes through."""
+    if seed is None or isinstance(seed, torch.Generator):
+        return seed
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+# --------------------------------------------------------------------------- attacks
+
+
+def fgsm(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    *,
+    space: str = "pixel",
+    normalization: tuple[torch.Tensor | Sequence[float], torch.Tensor | Sequence[float]] | None = None,
+) -> torch.Tensor:
+    """Fast gradient sign method: images (B, ...) in [0, 1], labels (B,) -> adversarial images (B, ...).
+
+    Pixel space (default): clamp(x + ε·sign ∇ₓ CE, 0, 1), so ‖x̃ − x‖∞ ≤ ε and x̃ ∈ [0, 1].
+    ``space="normalized"``: the original study's variant, x̃_n = x_n + ε·sign ∇_{x_n} CE with
+    x_n = (x − mean)/std and no clamp, returned as pixels x̃ = x̃_n·std + mean — an effective
+    pixel budget of ε·std (≈ 0.25·ε for CIFAR) that may leave [0, 1]. ``normalization=(mean,
+    std)`` (per-channel sequences or tensors broadcastable to the images) overrides the
+    buffers found by :func:`find_normalization`.
+    """
+    eps = _check_eps(eps)
+    _check_batch(images, labels)
+    with eval_mode(model):
+        budget, clamp = _budget_and_bounds(model, images, eps, space, normalization)
+        if eps == 0:
+            return images.detach().clone()
+        gradient = input_gradient(model, images, labels)
+    adversarial = images.detach() + budget * gradient.sign()
+    return adversarial.clamp(0, 1) if clamp else adversarial
+
+
+def pgd(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = True,
+    seed: int | torch.Generator | None = None,
+    *,
+    space: str = "pixel",
+    normalization: tuple[torch.Tensor | Sequence[float], torch.Tensor | Sequence[float]] | None = None,
+) -> torch.Tensor:
+    """ℓ∞ projected gradient descent: images (B, ...) in [0, 1], labels (B,) -> adversarial images (B, ...).
+
+    Start at x + u, u ~ Uniform[−ε, ε] per coordinate (``random_start``), projected; then
+    ``steps`` times: x̃ ← Π(x̃ + α·sign ∇ₓ CE(f(x̃), y)), with Π the projection onto the ε-ball
+    around x intersected with [0, 1] and α = ``step_size`` (default 2.5·ε/steps, so the
+    iterates can cross the ball). ``seed``: an int seeds a fresh ``torch.Generator`` on the
+    images' device; a generator is used as is; None draws from torch's global generator.
+    ``space``/``normalization`` as in :func:`fgsm`: in normalized space ε and α are in
+    normalized units (ε·std and α·std in pixels) and nothing is clamped to [0, 1].
+    """
+    eps = _check_eps(eps)
+    _check_batch(images, labels)
+    if int(steps) != steps or steps < 1:
+        raise AttackInputError(f"steps must be an integer >= 1, got {steps}")
+    step_size = 2.5 * eps / steps if step_size is None else float(step_size)
+    if not math.isfinite(step_size) or step_size < 0:
+        raise AttackInputError(f"step_size must be a finite number >= 0, got {step_size}")
+    with eval_mode(model):
+        budget, clamp = _budget_and_bounds(model, images, eps, space, normalization)
+        if eps == 0:
+            return images.detach().clone()
+        scale = budget / eps  # 1 in pixel space, std in normalized space
+        origin = images.detach()
+        lower, upper = origin - budget, origin + budget
+        if clamp:
+            lower, upper = lower.clamp(min=0), upper.clamp(max=1)
+
+        adversarial = origin.clone()
+        if random_start:
+            generator = _generator(seed, images.device)
+            noise = torch.rand(images.shape, generator=generator, dtype=images.dtype, device=images.device)
+            adversarial = torch.minimum(torch.maximum(origin + (2 * noise - 1) * budget, lower), upper)
+        for _ in range(int(steps)):
+            gradient = input_gradient(model, adversarial, labels)
+            stepped = adversarial + step_size * scale * gradient.sign()
+            adversarial = torch.minimum(torch.maximum(stepped, lower), upper)
+    return adversarial
+
+
+ATTACKS: dict[str, Callable[..., torch.Tensor]] = {"fgsm": fgsm, "pgd": pgd}
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def robust_accuracy(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps_values: Sequence[float] | np.ndarray | torch.Tensor,
+    attack: str = "fgsm",
+    batch_size: int = 256,
+    *,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    **attack_kwargs: Any,
+) -> RobustnessCurve:
+    """Accuracy and mean CE of ``model`` under ``attack`` at every ε of ``eps_values`` (E,).
+
+    ``images`` (N, ...) pixels in [0, 1] and ``labels`` (N,) are attacked in batches of
+    ``batch_size`` (moved to ``device``, default: where the images are); ε = 0 evaluates the
+    clean images. ``attack`` is a name in :data:`ATTACKS`; ``attack_kwargs`` go to it (e.g.
+    ``steps``, ``space``). An int ``seed`` among them becomes one generator per ε shared by
+    all batches, so batches draw different noise and each ε's result does not depend on the
+    other ε values in the sweep (it does depend on ``batch_size``).
+    """
+    attack_fn = lookup(ATTACKS, attack, "attack")
+    eps_array = np.asarray(eps_values.detach().cpu() if torch.is_tensor(eps_values) else eps_values, dtype=np.float64).reshape(-1)
+    if eps_array.size == 0:
+        raise AttackInputError("eps_values must hold at least one ε")
+    for eps in eps_array:
+        _check_eps(eps)
+    _check_batch(images, labels)
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise AttackInputError(f"batch_size must be an integer >= 1, got {batch_size}")
+    device = images.device if device is None else torch.device(device)
+    seed = attack_kwargs.pop("seed", None)
+
+    n = images.shape[0]
+    starts = range(0, n, int(batch_size))
+    accuracy = np.zeros(len(eps_array))
+    loss = np.zeros(len(eps_array))
+    with eval_mode(model), progress_bar(len(eps_array) * len(starts), f"{attack} sweep", progress) as advance:
+        for i, eps in enumerate(eps_array):
+            kwargs = dict(attack_kwargs)
+            if seed is not None:
+                kwargs["seed"] = _generator(seed, device)
+            correct, total_loss = 0, 0.0
+            for start in starts:
+                x = images[start : start + batch_size].to(device)
+                y = labels[start : start + batch_size].to(device)
+                if eps > 0:
+                    x = attack_fn(model, x, y, float(eps), **kwargs)
+                with torch.no_grad():
+                    logits = model(x)
+                    _check_label_range(y, logits)
+                    total_loss += F.cross_entropy(logits.double(), y, reduction="sum").item()
+                    correct += int((logits.argmax(1) == y).sum())
+                advance(1)
+            accuracy[i], loss[i] = correct / n, total_loss / n
+            log.debug("%s eps=%.5f accuracy=%.4f loss=%.4f", attack, eps, accuracy[i], loss[i])
+    return RobustnessCurve(eps=eps_array, accuracy=accuracy, loss=loss)

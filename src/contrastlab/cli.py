@@ -1,0 +1,210 @@
+"""The ``contrastlab`` command line: a thin layer over the study and the stages.
+
+Every user error (unknown preset or key, missing dataset, foreign checkpoint, ...) is printed
+as one line on stderr with a non-zero exit status, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .config import load_config
+from .errors import ContrastlabError
+
+app = typer.Typer(help=__doc__.splitlines()[0] if __doc__ else None, no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Datasets: download CIFAR, inspect any registered dataset.", no_args_is_help=True)
+analyze_app = typer.Typer(help="Run one analysis on a trained encoder + probe.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(analyze_app, name="analyze")
+
+PRESET_HELP = "preset name (quick, paper, fmnist-digits) or a path to a YAML file"
+SET_HELP = "dotted config override, e.g. --set pretrain.epochs=5 (repeatable)"
+
+
+def _say(text: str) -> None:
+    typer.echo(text)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="log progress details to stderr")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def study(
+    preset: str = typer.Option("quick", "--preset", "-p", help=PRESET_HELP),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory (created; an existing one is resumed)"),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    force: bool = typer.Option(False, "--force", help="run into a directory of another config: reuse what matches, recompute the rest"),
+    launcher: Optional[str] = typer.Option(None, "--launcher", help="sequential (default), local or slurm"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", help="units run at once by the local launcher"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show the progress display"),
+) -> None:
+    """Run the whole study: pretrain -> probes -> analyses -> report. Resumes after any interruption."""
+    from .study.runner import run_study
+
+    overrides = list(set_)
+    if launcher is not None:
+        overrides.append(f"launcher.kind={launcher}")
+    if jobs is not None:
+        overrides.append(f"launcher.jobs={jobs}")
+    config = load_config(preset, overrides)
+    summary = run_study(config, out, force=force, progress=progress)
+    from .report.build import summary_text
+
+    _say(summary_text(summary))
+
+
+@app.command()
+def pretrain(
+    method: str = typer.Option(..., "--method", "-m", help="simclr, supcon or supce"),
+    preset: str = typer.Option("quick", "--preset", "-p", help=PRESET_HELP),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory (an existing one is resumed)"),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Pretrain one encoder (resumes from the last complete checkpoint in --out)."""
+    from .distributed import init_from_env, rank
+    from .objectives import get_objective
+    from .study.plan import Unit
+    from .study.units import run_pretrain
+
+    get_objective(method)
+    config = load_config(preset, list(set_))
+    init_from_env(config.device)
+    out.mkdir(parents=True, exist_ok=True)
+    unit = Unit("pretrain", str(out), "", method, seed)
+    run_pretrain(unit, config, out, {"preset": preset, "overrides": list(set_)}, progress)
+    if rank() == 0:
+        _say(f"encoder: {out / 'encoder.safetensors'}")
+
+
+def _parse_classes(text: str) -> list[int]:
+    try:
+        classes = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise ContrastlabError(f"--task must be comma-separated class indices like 95,96,97,98,99, got '{text}'") from None
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise ContrastlabError(f"--task needs at least two distinct classes, got '{text}'")
+    return classes
+
+
+@app.command()
+def finetune(
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="encoder checkpoint (.safetensors) from pretrain"),
+    task: str = typer.Option(..., "--task", "-t", help="downstream classes, e.g. 95,96,97,98,99"),
+    out: Path = typer.Option(..., "--out", "-o"),
+    preset: str = typer.Option("quick", "--preset", "-p", help=PRESET_HELP),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    seed: int = typer.Option(0, "--seed"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Fit a linear probe (or, with --set finetune.mode=full, fine-tune everything) on one task."""
+    from .study.units import expected_architecture, task_sets
+    from .train.finetune import finetune as run
+    from .utils.provenance import resolve_device
+
+    classes = _parse_classes(task)
+    config = load_config(preset, list(set_) + [f"data.tasks=[{','.join(map(str, classes))}]"])
+    train, val = task_sets(config, 0)
+    f = config.finetune
+    result = run(
+        checkpoint, train, val, out, task_classes=classes, analysis_split=f.analysis_split,
+        expected_architecture=expected_architecture(config, train.images.shape[-1]), knn_k=f.knn_k,
+        record={"preset": preset, "overrides": list(set_)}, device=resolve_device(config.device), progress=progress,
+        mode=f.mode, epochs=f.epochs, batch_size=f.batch_size, lr=f.lr, momentum=f.momentum,
+        weight_decay=f.weight_decay, min_lr_ratio=f.min_lr_ratio, seed=seed,
+    )
+    _say(f"val accuracy {result['val_accuracy']:.4f}, k-NN accuracy {result['knn_accuracy']:.4f}; results in {out}")
+
+
+def _parse_eps(text: str) -> list[float]:
+    """'1:15' -> 1..15, '0,1,2,4' -> those; in units of 1/255."""
+    try:
+        if ":" in text:
+            lo, hi = (int(v) for v in text.split(":"))
+            return [float(v) for v in range(lo, hi + 1)]
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ContrastlabError(f"--eps must look like 1:15 or 0,1,2,4 (units of 1/255), got '{text}'") from None
+
+
+@analyze_app.command("robustness")
+def analyze_robustness(
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="encoder checkpoint from pretrain"),
+    probe: Path = typer.Option(..., "--probe", help="probe checkpoint (probe.safetensors) from finetune"),
+    eps: str = typer.Option("0:15", "--eps", help="epsilons in units of 1/255: 1:15 or 0,1,2,4"),
+    out: Path = typer.Option(..., "--out", "-o"),
+    attack: List[str] = typer.Option(["fgsm", "pgd"], "--attack", help="fgsm and/or pgd (repeatable)"),
+    preset: str = typer.Option("quick", "--preset", "-p", help=PRESET_HELP),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """FGSM / PGD accuracy and loss against epsilon (pixel space) on the probe's task."""
+    from .study.units import robustness_from_files
+
+    eps_255 = _parse_eps(eps)
+    config = load_config(preset, list(set_))
+    paths = robustness_from_files(config, checkpoint, probe, out, eps_255=eps_255, attacks=list(attack), progress=progress)
+    for path in paths:
+        _say(f"wrote {path}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a study's run directory")) -> None:
+    """Rebuild the report of a study from its stored results (nothing is recomputed)."""
+    from .report.build import build_report
+
+    path = build_report(run_dir)
+    _say(f"report: {path}")
+
+
+@data_app.command("download")
+def data_download(
+    name: str = typer.Argument(..., help="cifar10 or cifar100"),
+    root: Optional[Path] = typer.Option(None, "--root", help="folder to download into (default: $CONTRASTLAB_DATA or ~/.cache/contrastlab)"),
+) -> None:
+    """Download a CIFAR archive from its official URL and verify its checksum."""
+    from .data.cifar import download
+
+    path = download(name, root, progress=True)
+    _say(f"{name}: {path}")
+
+
+@data_app.command("info")
+def data_info(
+    name: str = typer.Argument(..., help="a registered dataset, e.g. synth10, cifar10"),
+    root: Optional[Path] = typer.Option(None, "--root"),
+    split: str = typer.Option("train", "--split"),
+) -> None:
+    """Load a dataset and print its size, image shape, classes and normalization."""
+    from .data import load_dataset
+
+    ds = load_dataset(name, split, root)
+    _say(f"{name} [{split}]: {len(ds)} images of {ds.images.shape[1:]} in {ds.num_classes} classes; "
+         f"mean {tuple(round(m, 4) for m in ds.mean)}, std {tuple(round(s, 4) for s in ds.std)}")
+
+
+def main() -> None:
+    try:
+        app()
+    except ContrastlabError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: file not found: {exc.filename or exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; finished work is kept, run the same command again to resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

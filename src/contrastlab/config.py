@@ -1,0 +1,281 @@
+"""Typed configuration: one dataclass per stage, composed into :class:`StudyConfig`.
+
+The dataclass defaults are the paper protocol of DESIGN.md. Presets (YAML files in
+``contrastlab/presets``) and user YAML files override them; ``--set key=value`` dotted
+overrides come last. Unknown keys and wrong types are :class:`ConfigError` with one line
+that names the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from .errors import ConfigError
+
+PAPER_TASKS = [[0, 1, 2, 3, 4], [6, 11, 16, 21, 26], [56, 58, 62, 66, 68], [95, 96, 97, 98, 99]]
+
+
+@dataclass
+class DataConfig:
+    """Which datasets, where they live, and how they are sized."""
+
+    pretrain: str = "cifar10"
+    downstream: str = "cifar100"
+    root: Optional[str] = None  # None: env CONTRASTLAB_DATA, else ~/.cache/contrastlab
+    image_size: Optional[int] = None  # None: the dataset's own size
+    channels: Optional[int] = None  # None: the dataset's own channel count
+    pretrain_per_class: Optional[int] = None  # synth: images generated; real: first k kept
+    downstream_train_per_class: Optional[int] = None
+    downstream_test_per_class: Optional[int] = None
+    seed: int = 0  # generation seed of the synthetic datasets
+    tasks: List[List[int]] = field(default_factory=lambda: [list(t) for t in PAPER_TASKS])
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "resnet18"
+    width: int = 64
+    projection_dim: int = 128
+
+
+@dataclass
+class PretrainConfig:
+    epochs: int = 200
+    batch_size: int = 256
+    lr: Dict[str, float] = field(default_factory=lambda: {"simclr": 0.05, "supcon": 0.05, "supce": 0.2})
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    min_lr_ratio: float = 0.001  # eta_min = eta_max * min_lr_ratio
+    warmup_epochs: int = 0
+    temperature: float = 0.07
+    base_temperature: Optional[float] = None  # None: equal to temperature
+    loss_form: str = "out"  # "out" (SupContrast L_out) or "in"
+    views: int = 2  # views per image for the contrastive objectives
+    crop_scale_min: float = 0.2
+    checkpoint_epochs: List[int] = field(default_factory=list)  # besides epoch 0 and the last
+    checkpoint_every: int = 10  # resume granularity, in epochs (0: only checkpoint_epochs)
+    sync_bn: bool = False  # SyncBatchNorm under torchrun
+
+
+@dataclass
+class FinetuneConfig:
+    mode: str = "linear"  # "linear": frozen encoder (the paper); "full": fine-tune everything
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0  # the paper's text says 1e-4, its code uses 0
+    min_lr_ratio: float = 0.008  # cosine from 0.1 down to 0.1 * 0.2**3
+    knn_k: int = 20
+    analysis_split: str = "train"  # split whose predictions are snapshotted
+
+
+@dataclass
+class LandscapeConfig:
+    enabled: bool = True
+    grid: int = 51  # points per axis
+    span: float = 1.0  # the grid covers [-span, span]^2
+    samples: Optional[int] = None  # None: the whole analysis split
+    params: str = "all"  # "all" (encoder + probe) or "probe"
+    batch_size: int = 256
+    seed: int = 0
+
+
+@dataclass
+class SharpnessConfig:
+    enabled: bool = True
+    samples: Optional[int] = 512
+    top_k: int = 1
+    iters: int = 20
+    trace_samples: int = 20
+    params: str = "all"
+    seed: int = 0
+
+
+@dataclass
+class RobustnessConfig:
+    enabled: bool = True
+    attacks: List[str] = field(default_factory=lambda: ["fgsm", "pgd"])
+    eps_255: List[float] = field(default_factory=lambda: [float(k) for k in range(16)])  # eps * 255
+    pgd_steps: int = 10
+    samples: Optional[int] = None
+    space: str = "pixel"  # "normalized" reproduces the original study's FGSM
+    batch_size: int = 256
+    seed: int = 0
+
+
+@dataclass
+class GeometryConfig:
+    enabled: bool = True
+    n_components: int = 3
+    raw_probabilities: bool = True  # also report t_w with the original script's raw-p formula
+
+
+@dataclass
+class AnalysisConfig:
+    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
+    sharpness: SharpnessConfig = field(default_factory=SharpnessConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+
+
+@dataclass
+class LauncherConfig:
+    kind: str = "sequential"  # "sequential", "local" or "slurm"
+    jobs: int = 1
+    partition: Optional[str] = None
+    gpus_per_job: int = 1
+    cpus_per_job: int = 8
+    time_minutes: int = 240
+    mem_gb: int = 32
+
+
+@dataclass
+class StudyConfig:
+    name: str = "paper"
+    methods: List[str] = field(default_factory=lambda: ["simclr", "supcon", "supce"])
+    seeds: List[int] = field(default_factory=lambda: [0, 10, 20, 30])
+    random_init_baseline: bool = True  # probe a random encoder of the same architecture too
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("contrastlab") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, origin: str) -> dict:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"malformed YAML in {origin}{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin} must hold a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def _preset_source(preset: str) -> tuple[dict, str]:
+    """A preset name or a YAML file path -> (mapping, description)."""
+    path = Path(preset)
+    if preset.endswith((".yaml", ".yml")) or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {preset}")
+        return _read_yaml(path.read_text(), str(path)), str(path)
+    names = preset_names()
+    if preset not in names:
+        raise ConfigError(f"unknown preset '{preset}'; valid: {', '.join(names)} (or a path to a .yaml file)")
+    text = (resources.files("contrastlab") / "presets" / f"{preset}.yaml").read_text()
+    return _read_yaml(text, f"preset '{preset}'"), f"preset '{preset}'"
+
+
+def _valid_keys(node: Any, dotted: str) -> str:
+    parent = dotted.rsplit(".", 1)[0] if "." in dotted else ""
+    obj: Any = StudyConfig
+    for part in filter(None, parent.split(".")):
+        fields = {f.name: f for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else {}
+        if part not in fields:
+            return ""
+        obj = fields[part].default_factory() if fields[part].default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+    if not dataclasses.is_dataclass(obj):
+        return ""
+    return ", ".join(f.name for f in dataclasses.fields(obj))
+
+
+def _merge(base: Any, update: Any, origin: str) -> Any:
+    try:
+        return OmegaConf.merge(base, update)
+    except ConfigKeyError as exc:
+        key = exc.full_key or str(exc.key)
+        valid = _valid_keys(base, key)
+        raise ConfigError(f"unknown config key '{key}' in {origin}" + (f"; valid keys here: {valid}" if valid else "")) from None
+    except ValidationError as exc:
+        raise ConfigError(f"wrong type for config key '{exc.full_key}' in {origin}: {exc.msg.splitlines()[0]}") from None
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid config in {origin}: {str(exc).splitlines()[0]}") from None
+
+
+def load_config(preset: str = "quick", overrides: list[str] | None = None) -> StudyConfig:
+    """Resolve a preset name or YAML path plus ``key=value`` overrides into a StudyConfig."""
+    mapping, origin = _preset_source(preset)
+    conf = _merge(OmegaConf.structured(StudyConfig), mapping, origin)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value, e.g. pretrain.epochs=5")
+        key, value = item.split("=", 1)
+        parsed = _read_yaml(f"v: {value}" if value.strip() else "v: null", f"override '{item}'")["v"]
+        update = OmegaConf.create({})
+        try:
+            OmegaConf.update(update, key.strip(), parsed, force_add=True)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"invalid override '{item}': {str(exc).splitlines()[0]}") from None
+        conf = _merge(conf, update, f"override '{item}'")
+    config: StudyConfig = OmegaConf.to_object(conf)  # type: ignore[assignment]
+    validate(config)
+    return config
+
+
+def validate(config: StudyConfig) -> None:
+    """Cross-field checks that types alone cannot express."""
+    from .objectives import OBJECTIVES
+
+    for method in config.methods:
+        if method not in OBJECTIVES:
+            raise ConfigError(f"unknown method '{method}' in methods; valid: {', '.join(sorted(OBJECTIVES))}")
+        if method not in config.pretrain.lr:
+            raise ConfigError(f"pretrain.lr has no learning rate for method '{method}'")
+    if not config.seeds:
+        raise ConfigError("seeds is empty; give at least one seed")
+    if config.finetune.mode not in ("linear", "full"):
+        raise ConfigError(f"finetune.mode must be 'linear' or 'full', got '{config.finetune.mode}'")
+    if config.finetune.analysis_split not in ("train", "test"):
+        raise ConfigError(f"finetune.analysis_split must be 'train' or 'test', got '{config.finetune.analysis_split}'")
+    if config.pretrain.loss_form not in ("out", "in"):
+        raise ConfigError(f"pretrain.loss_form must be 'out' or 'in', got '{config.pretrain.loss_form}'")
+    if config.analysis.landscape.params not in ("all", "probe"):
+        raise ConfigError(f"analysis.landscape.params must be 'all' or 'probe', got '{config.analysis.landscape.params}'")
+    if config.analysis.robustness.space not in ("pixel", "normalized"):
+        raise ConfigError(f"analysis.robustness.space must be 'pixel' or 'normalized', got '{config.analysis.robustness.space}'")
+    if config.launcher.kind not in ("sequential", "local", "slurm"):
+        raise ConfigError(f"launcher.kind must be 'sequential', 'local' or 'slurm', got '{config.launcher.kind}'")
+    for name, value in (("pretrain.epochs", config.pretrain.epochs), ("finetune.epochs", config.finetune.epochs)):
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    for task in config.data.tasks:
+        if len(task) < 2 or len(set(task)) != len(task):
+            raise ConfigError(f"task {task} needs at least two distinct classes")
+
+
+def to_dict(config: Any) -> dict:
+    """A dataclass config (or part) as plain JSON-ready data."""
+    return dataclasses.asdict(config)
+
+
+def config_hash(obj: Any) -> str:
+    """Stable short hash of a config or any JSON-ready structure."""
+    data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def to_yaml(config: StudyConfig) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

@@ -1,0 +1,79 @@
+"""Small helpers for data-parallel pretraining (``torchrun``, DDP); no-ops in a single process.
+
+The contrastive loss needs every embedding of the global batch as a contrast, so each rank
+gathers the embeddings of all ranks with :func:`gather_with_grad` and computes the loss of the
+whole global batch. Gradient bookkeeping, per step:
+
+- Every rank computes the same global loss L. The backward of :func:`gather_with_grad` hands
+  rank r the gradient of its own slice only: exactly ∂L/∂z_r, the single-process gradient of
+  its local embeddings (the other ranks' slices are constants on rank r; their owners
+  differentiate them).
+- The parameter gradient on rank r is then the share of ∂L/∂θ that flows through rank r's
+  samples; the full gradient is the **sum** of the shares over ranks. DDP **averages**
+  gradients over ranks, so backpropagate ``world_size() * L`` to get ∂L/∂θ, the gradient of a
+  single process on the whole batch. (An all-reduce sum in the gather's backward would be the
+  equivalent alternative; this module keeps the backward local and the scaling explicit.)
+
+Every rank must pass a tensor of the same shape. BatchNorm statistics stay per rank unless the
+model uses SyncBatchNorm, so only models without BatchNorm match a single process exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as torch_dist
+from torch import Tensor
+
+
+def is_distributed() -> bool:
+    """True inside an initialized process group (e.g. under ``torchrun``)."""
+    return torch_dist.is_available() and torch_dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's rank; 0 when not distributed."""
+    return torch_dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    """The number of processes; 1 when not distributed."""
+    return torch_dist.get_world_size() if is_distributed() else 1
+
+
+def _all_gather(tensor: Tensor) -> Tensor:
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    torch_dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather along dim 0 whose backward returns this rank's slice of the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.start, ctx.stop = rank() * tensor.shape[0], (rank() + 1) * tensor.shape[0]
+        return _all_gather(tensor)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> Tensor:  # type: ignore[override]
+        return grad_output[ctx.start : ctx.stop]
+
+
+def gather(tensor: Tensor) -> Tensor:
+    """Concatenate every rank's ``tensor`` (n, ...) in rank order -> (world·n, ...); no gradient.
+    The identity when not distributed."""
+    if not is_distributed():
+        return tensor
+    with torch.no_grad():
+        return _all_gather(tensor)
+
+
+def gather_with_grad(tensor: Tensor) -> Tensor:
+    """Like :func:`gather`, differentiable: (n, ...) -> (world·n, ...) in rank order.
+
+    The backward gives this rank the gradient of its own slice (see the module docstring for
+    why the loss is then scaled by ``world_size()`` under DDP). The identity when not distributed.
+    """
+    if not is_distributed():
+        return tensor
+    return _GatherWithGrad.apply(tensor)

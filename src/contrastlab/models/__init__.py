@@ -1,0 +1,153 @@
+"""Encoders, heads and the encoder+probe classifier.
+
+Every encoder takes pixels in [0, 1] of shape (B, C, H, W) and normalizes them inside
+(``mean``/``std`` are buffers), and returns features of shape (B, ``feature_dim``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..registry import lookup
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, with mean and std stored as buffers."""
+
+    def __init__(self, mean: Sequence[float] | None, std: Sequence[float] | None, channels: int):
+        super().__init__()
+        mean = [0.0] * channels if mean is None else list(mean)
+        std = [1.0] * channels if std is None else list(std)
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"mean/std need {channels} entries, got {len(mean)}/{len(std)}")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with BN; 1x1 conv+BN shortcut when the shape changes."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+def _init_weights(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet: 3x3 stride-1 stem, no max-pool, four stages, global average pool."""
+
+    def __init__(self, blocks: Sequence[int], width: int, in_channels: int, mean, std):
+        super().__init__()
+        self.normalize = Normalize(mean, std, in_channels)
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
+        stages, in_planes = [], width
+        for i, (n_blocks, stride) in enumerate(zip(blocks, (1, 2, 2, 2))):
+            planes = width * 2**i
+            layers = []
+            for s in [stride] + [1] * (n_blocks - 1):
+                layers.append(BasicBlock(in_planes, planes, s))
+                in_planes = planes
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.feature_dim = in_planes
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages(self.stem(self.normalize(x)))
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+
+def resnet18(width: int = 64, mean=None, std=None, in_channels: int = 3) -> ResNet:
+    """CIFAR ResNet-18; 512-d features and 11,168,832 parameters at width 64."""
+    return ResNet([2, 2, 2, 2], width, in_channels, mean, std)
+
+
+class TinyCNN(nn.Module):
+    """Two conv+BN+ReLU layers and a global average pool: a fast stand-in for tests."""
+
+    def __init__(self, width: int = 8, mean=None, std=None, in_channels: int = 3):
+        super().__init__()
+        self.normalize = Normalize(mean, std, in_channels)
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 3, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
+        )
+        self.feature_dim = 2 * width
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(F.adaptive_avg_pool2d(self.body(self.normalize(x)), 1), 1)
+
+
+def tiny_cnn(width: int = 8, mean=None, std=None, in_channels: int = 3) -> TinyCNN:
+    return TinyCNN(width, mean, std, in_channels)
+
+
+ENCODERS = {"resnet18": resnet18, "tiny_cnn": tiny_cnn}
+
+
+def build_encoder(name: str, **kwargs: Any) -> nn.Module:
+    """Build an encoder by registry name, e.g. ``build_encoder("resnet18", width=16)``."""
+    return lookup(ENCODERS, name, "encoder")(**kwargs)
+
+
+class NormalizedProjection(nn.Module):
+    """Linear -> ReLU -> Linear, output L2-normalized: (B, in_dim) -> (B, out_dim)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(x), dim=1)
+
+
+def projection_head(in_dim: int, hidden_dim: int | None = None, out_dim: int = 128) -> NormalizedProjection:
+    """The SimCLR/SupCon head; hidden width defaults to ``in_dim`` (512 at width 64)."""
+    return NormalizedProjection(in_dim, hidden_dim or in_dim, out_dim)
+
+
+def linear_classifier(in_dim: int, n_classes: int) -> nn.Linear:
+    """The SupCE head and the downstream probe: (B, in_dim) -> (B, n_classes) logits."""
+    return nn.Linear(in_dim, n_classes)
+
+
+def classifier(encoder: nn.Module, head: nn.Module) -> nn.Sequential:
+    """Encoder followed by a head; ``parameters()`` lists the encoder's first, then the head's."""
+    return nn.Sequential(encoder, head)
+
+
+def architecture(encoder_name: str, width: int, in_channels: int, feature_dim: int) -> dict:
+    """The description stored with every checkpoint, compared on load."""
+    return {"encoder": encoder_name, "width": int(width), "in_channels": int(in_channels), "feature_dim": int(feature_dim)}

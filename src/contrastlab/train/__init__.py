@@ -1,0 +1,1 @@
+"""Training stages: contrastive / supervised pretraining and probe fine-tuning."""

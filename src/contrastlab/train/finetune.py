@@ -1,0 +1,247 @@
+"""Linear probes (and, beyond the paper, full fine-tuning) on few-way downstream tasks.
+
+In ``linear`` mode the encoder is frozen in eval mode (its BN statistics untouched): its
+features are computed once and the probe is trained on them. Snapshots of the probe at
+epoch 0 (before any step) and after every epoch give the class probabilities on the task's
+analysis split, an array (epochs+1, N, C) that the trajectory analyses read.
+
+Run directory::
+
+    OUT/probe.safetensors + probe.json       the trained probe (and encoder, in full mode)
+    OUT/snapshots.npy + snapshots.json       (epochs+1, N, C) float32 probabilities
+    OUT/history.csv                          per-epoch train/val loss and accuracy
+    OUT/result.json                          final accuracies; written last
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint import encoder_from_checkpoint, save_checkpoint
+from ..data import ImageSet
+from ..models import linear_classifier
+from ..utils.io import save_array, write_json, write_text
+from ..utils.progress import progress_bar
+from .schedule import cosine_lr
+
+log = logging.getLogger(__name__)
+
+SAMPLE_ORDER = "class-ordered: the samples of the task's first class in dataset order, then the second class's, ..."
+
+
+def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [0, 1]."""
+    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255)
+
+
+@torch.inference_mode()
+def extract_features(encoder: nn.Module, images: np.ndarray, batch_size: int = 512, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Features of a frozen encoder in eval mode: uint8 (N, H, W, C) -> float32 (N, D)."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        chunks = [encoder(to_tensor(images[i : i + batch_size], device)).float() for i in range(0, len(images), batch_size)]
+    finally:
+        encoder.train(was_training)
+    return torch.cat(chunks).cpu()
+
+
+def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor, test_labels: torch.Tensor, k: int = 20) -> float:
+    """Training-free accuracy: majority vote of the ``k`` nearest training features by cosine similarity.
+
+    Shapes: train (N, D), (N,); test (M, D), (M,). Ties go to the lower class index.
+    """
+    train = F.normalize(train_features.float(), dim=1)
+    test = F.normalize(test_features.float(), dim=1)
+    k = min(k, len(train))
+    n_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    correct = 0
+    for start in range(0, len(test), 1024):
+        neighbours = (test[start : start + 1024] @ train.T).topk(k, dim=1).indices  # (m, k)
+        votes = F.one_hot(train_labels[neighbours], n_classes).sum(1)  # (m, C)
+        correct += int((votes.argmax(1) == test_labels[start : start + 1024]).sum())
+    return correct / len(test)
+
+
+@dataclass
+class ProbeRun:
+    """What one probe training produced."""
+
+    snapshots: np.ndarray  # (epochs+1, N_analysis, C) float32 probabilities
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch 0..E
+    probe_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    encoder_state: dict[str, torch.Tensor] | None = None  # full mode only
+
+
+def _evaluate(forward, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int) -> tuple[float, float, torch.Tensor]:
+    """Mean CE, accuracy and probabilities (N, C) of ``forward`` over ``inputs``."""
+    with torch.inference_mode():
+        logits = torch.cat([forward(inputs[i : i + batch_size]).float() for i in range(0, len(inputs), batch_size)])
+    loss = F.cross_entropy(logits, labels).item()
+    accuracy = (logits.argmax(1) == labels).float().mean().item()
+    return loss, accuracy, logits.softmax(1)
+
+
+def train_probe(
+    encoder: nn.Module,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    analysis: np.ndarray,
+    *,
+    n_classes: int,
+    mode: str = "linear",
+    epochs: int = 30,
+    batch_size: int = 256,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    min_lr_ratio: float = 0.008,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> ProbeRun:
+    """Train a probe on ``train`` = (uint8 images (N, H, W, C), labels (N,)); evaluate on ``val``.
+
+    ``analysis`` (uint8 (M, H, W, C)) are the images whose class probabilities are snapshotted
+    at epoch 0 and after every epoch. In ``linear`` mode the encoder is never modified (it is
+    used in eval mode under inference mode); in ``full`` mode a copy of it is trained.
+    """
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    probe = linear_classifier(encoder.feature_dim, n_classes).to(device)
+    y_train = torch.from_numpy(train[1]).to(device)
+    y_val = torch.from_numpy(val[1]).to(device)
+
+    if mode == "linear":
+        encoder.to(device)
+        x_train, x_val, x_analysis = (extract_features(encoder, a, device=device).to(device) for a in (train[0], val[0], analysis))
+        trained: nn.Module = probe
+        forward = probe
+    elif mode == "full":
+        network = copy.deepcopy(encoder).to(device)
+        trained = nn.Sequential(network, probe)
+        x_train, x_val, x_analysis = (to_tensor(a, device) for a in (train[0], val[0], analysis))
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            was = trained.training
+            trained.eval()
+            out = trained(x)
+            trained.train(was)
+            return out
+    else:
+        raise ValueError(f"mode must be 'linear' or 'full', got '{mode}'")
+
+    optimizer = torch.optim.SGD(trained.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    snapshots = np.empty((epochs + 1, len(analysis), n_classes), dtype=np.float32)
+    history: list[dict[str, float]] = []
+
+    def record(epoch: int, epoch_lr: float) -> None:
+        train_loss, train_acc, _ = _evaluate(forward, x_train, y_train, 1024)
+        val_loss, val_acc, _ = _evaluate(forward, x_val, y_val, 1024)
+        _, _, probs = _evaluate(forward, x_analysis, torch.zeros(len(x_analysis), dtype=torch.long, device=device), 1024)
+        snapshots[epoch] = probs.cpu().numpy()
+        history.append({"epoch": epoch, "lr": epoch_lr, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc})
+
+    record(0, 0.0)
+    with progress_bar(epochs, f"probe ({mode})", progress) as advance:
+        for epoch in range(1, epochs + 1):
+            epoch_lr = cosine_lr(epoch - 1, epochs, lr, min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = epoch_lr
+            trained.train()
+            for batch in torch.randperm(len(y_train), generator=generator, device=device).split(batch_size):
+                loss = F.cross_entropy(trained(x_train[batch]), y_train[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            record(epoch, epoch_lr)
+            advance(1)
+
+    encoder_state = trained[0].state_dict() if mode == "full" else None
+    return ProbeRun(snapshots=snapshots, history=history, probe_state=probe.state_dict(), encoder_state=encoder_state)
+
+
+def _history_csv(history: list[dict[str, float]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue()
+
+
+def finetune(
+    checkpoint: str | Path,
+    task_train: ImageSet,
+    task_val: ImageSet,
+    out_dir: str | Path,
+    *,
+    task_classes: list[int],
+    analysis_split: str = "train",
+    expected_architecture: dict[str, Any] | None = None,
+    knn_k: int = 20,
+    record: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    **probe_settings: Any,
+) -> dict[str, Any]:
+    """Probe the encoder of ``checkpoint`` on one task and write the run directory; return the result."""
+    out_dir = Path(out_dir)
+    encoder, meta = encoder_from_checkpoint(checkpoint, expected_architecture)
+    encoder.eval()
+    analysis_set = task_train if analysis_split == "train" else task_val
+    run = train_probe(
+        encoder, (task_train.images, task_train.labels), (task_val.images, task_val.labels), analysis_set.images,
+        n_classes=task_train.num_classes, device=device, progress=progress, **probe_settings,
+    )
+    features = {name: extract_features(encoder, s.images, device=device) for name, s in (("train", task_train), ("val", task_val))}
+    knn = knn_accuracy(features["train"], torch.from_numpy(task_train.labels), features["val"], torch.from_numpy(task_val.labels), knn_k)
+
+    mode = probe_settings.get("mode", "linear")
+    seed = probe_settings.get("seed", 0)
+    common = {
+        "stage": "finetune",
+        "method": meta.get("method"),
+        "pretrain_seed": meta.get("seed"),
+        "seed": seed,
+        "mode": mode,
+        "label": "linear probe (frozen encoder)" if mode == "linear" else "full fine-tuning (beyond the paper)",
+        "task_classes": list(task_classes),
+        "task_class_names": task_train.classes,
+        "dataset": task_train.name,
+        "encoder_checkpoint": str(checkpoint),
+        "architecture": meta.get("architecture"),
+        "normalization": meta.get("normalization"),
+        "epochs": len(run.history) - 1,
+        "settings": {k: v for k, v in probe_settings.items()},
+        "record": record or {},
+    }
+    parts = {"probe": run.probe_state}
+    if run.encoder_state is not None:
+        parts["encoder"] = run.encoder_state
+    save_checkpoint(out_dir / "probe", parts, {**common, "kind": "probe"})
+    save_array(out_dir / "snapshots.npy", run.snapshots, {
+        **common, "kind": "snapshots", "split": analysis_split, "sample_order": SAMPLE_ORDER,
+        "shape": list(run.snapshots.shape), "labels": analysis_set.labels.tolist(),
+    })
+    write_text(out_dir / "history.csv", _history_csv(run.history))
+    final = run.history[-1]
+    result = {
+        **common, "kind": "result",
+        "val_accuracy": final["val_accuracy"], "val_loss": final["val_loss"],
+        "train_accuracy": final["train_accuracy"], "train_loss": final["train_loss"],
+        "knn_accuracy": knn, "knn_k": knn_k,
+    }
+    write_json(out_dir / "result.json", result)
+    return result
