@@ -21,7 +21,7 @@ Conventions:
   ``align_corners=False`` — exactly ``F.interpolate(image[..., box], size, mode="bilinear")`` of
   the cropped pixels, without antialiasing (the crop is never larger than the output when
   ``size`` is the image size). Crop, resize and flip are one ``grid_sample`` with per-sample
-  sampling grids (on 2 CPU cores several times faster than kornia's pipeline; see
+  sampling grids (on the 2-core CPU 2–3× faster than kornia's pipeline; see
   benchmarks/augment.py).
 - Colour (torchvision's formulas, on floats in [0, 1], each step clamped to [0, 1]): brightness
   multiplies by b; contrast blends with the mean of the grayscale image, c·x + (1−c)·mean;
@@ -30,6 +30,8 @@ Conventions:
   [−hue, hue]. The four steps run in a random order drawn **per sample**, as torchvision's
   ColorJitter does per image. Grayscale is ITU-R BT.601 luma 0.299 R + 0.587 G + 0.114 B,
   replicated to three channels.
+- Random draws, all from ``generator`` and their number fixed by the batch size: crop tries and
+  offsets, flips, then (contrastive) jitter on/off, factors, orders, grayscale on/off.
 - One-channel images: colour jitter reduces to brightness and contrast (the contrast mean is the
   image mean); saturation, hue and grayscale are the identity.
 """
@@ -266,7 +268,8 @@ def random_grayscale(images: Tensor, apply: Tensor) -> Tensor:
     """Replace the samples where ``apply`` (B,) by their luma, kept at C channels."""
     if images.shape[1] == 1:
         return images
-    return torch.where(apply[:, None, None, None], grayscale(images).expand_as(images), images)
+    # lerp with 0/1 weights is exact and, on CPU, much faster than torch.where on a bool mask.
+    return torch.lerp(images, grayscale(images).expand_as(images), _per_sample(apply.to(images.dtype)))
 
 
 def augment_batch(

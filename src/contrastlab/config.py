@@ -138,6 +138,7 @@ class LauncherConfig:
     cpus_per_job: int = 8
     time_minutes: int = 240
     mem_gb: int = 32
+    slurm_options: Dict[str, str] = field(default_factory=dict)  # extra sbatch options, e.g. {account: proj, qos: high}
 
 
 @dataclass

@@ -77,3 +77,29 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     if not is_distributed():
         return tensor
     return _GatherWithGrad.apply(tensor)
+
+
+def init_from_env(device: str = "auto") -> None:
+    """Join the process group that ``torchrun`` describes in the environment (RANK, WORLD_SIZE, ...).
+
+    Does nothing outside torchrun. Uses NCCL on CUDA (one GPU per local rank) and gloo on CPU.
+    """
+    import os
+
+    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    torch_dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+
+
+def local_device(device: str = "auto") -> torch.device:
+    """The device of this process: its local GPU under torchrun, else ``device`` resolved."""
+    import os
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    return torch.device(device)

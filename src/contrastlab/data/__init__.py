@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import DatasetError
-from ..registry import lookup
+from ..registry import UnknownNameError, lookup
 from .cifar import download, load_cifar
 from .digits import load_digits
 from .fmnist import load_fashion_mnist
@@ -84,7 +84,10 @@ def load_dataset(
     Raises :class:`DatasetError` (one line) for an unknown name, missing, corrupt or
     truncated files, or a wrong checksum.
     """
-    loader = lookup(DATASETS, name, "dataset")
+    try:
+        loader = lookup(DATASETS, name, "dataset")
+    except UnknownNameError as error:  # a DatasetError, as the CLI expects of any dataset problem
+        raise DatasetError(str(error)) from None
     check_split(split)
     for key, value in (("image_size", image_size), ("channels", channels), ("per_class", per_class)):
         if value is not None and int(value) < 1:

@@ -24,7 +24,7 @@ from urllib.request import urlopen
 import numpy as np
 
 from ..errors import DatasetError
-from ..registry import lookup
+from ..registry import UnknownNameError, lookup
 from ..utils.io import atomic_path
 from ..utils.progress import progress_bar
 from .imageset import ImageSet, real_imageset, resolve_root
@@ -76,6 +76,13 @@ ARCHIVES: dict[str, CifarArchive] = {
 }
 
 
+def _spec(name: str) -> CifarArchive:
+    try:
+        return lookup(ARCHIVES, name, "CIFAR dataset")
+    except UnknownNameError as error:
+        raise DatasetError(str(error)) from None
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles only what the CIFAR files hold (dicts, lists, bytes, numpy arrays): a
     tampered archive cannot run code on load."""
@@ -84,6 +91,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 protocol-2 pickles spell bytes
     }
 
     def find_class(self, module: str, name: str):
@@ -122,7 +130,7 @@ def _stamp(path: Path) -> tuple:
 
 def find_source(name: str, root: Path) -> Path:
     """The archive ``root/<filename>`` if present, else the folder ``root/<folder>``."""
-    spec = lookup(ARCHIVES, name, "CIFAR dataset")
+    spec = _spec(name)
     archive, folder = root / spec.filename, root / spec.folder
     if archive.is_file():
         return archive
@@ -212,7 +220,7 @@ def download(name: str, root: str | os.PathLike | None = None, progress: bool = 
     archive with the right MD5 is kept as is, one with a wrong MD5 is an error (never
     overwritten). Returns the archive's path.
     """
-    spec = lookup(ARCHIVES, name, "downloadable dataset")
+    spec = _spec(name)
     target = resolve_root(root) / spec.filename
     if target.exists():
         actual = file_md5(target)

@@ -1,7 +1,7 @@
 """scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download).
 
 There is no official split: within each class, in file order, the last fifth of the images
-(rounded down) form the test split and the rest the train split (1,439 / 358 images).
+(rounded down) form the test split and the rest the train split (1,442 / 355 images).
 Pixel values 0..16 are scaled to 0..255.
 """
 

@@ -23,7 +23,8 @@ FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-SYSTEM_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
+SYSTEM_DIRS = (DEBIAN_DIR,)
 _HOW_TO_GET = (
     "install Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist) or put "
     "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "

@@ -44,7 +44,7 @@ from ..errors import DatasetError
 from .imageset import ImageSet, channel_stats, convert_channels
 
 NATIVE_SIZE = 32
-BLOCK_PER_CLASS = 16  # images per class drawn from one seeded block
+BLOCK_PER_CLASS = 8  # images per class drawn from one seeded block
 
 SHAPES = ("disk", "square", "triangle", "cross", "star", "crescent")
 PATTERNS = ("solid", "stripes", "checker", "dots", "rings", "waves")
@@ -60,17 +60,18 @@ SYNTH10_TRIPLES = (
 )
 
 DEFAULT_PER_CLASS = {"synth10": {"train": 5000, "test": 1000}, "synth100": {"train": 500, "test": 100}}
-STATS_PER_CLASS = {"synth10": 200, "synth100": 20}  # train images per class behind mean/std
+STATS_PER_CLASS = {"synth10": 80, "synth100": 8}  # train images per class behind mean/std
 _DATASET_KEY = {"synth10": 10, "synth100": 100}
 _SPLIT_KEY = {"train": 0, "test": 1}
 
 
 def _synth100_triples() -> list[tuple[int, int, int]]:
-    """Class c -> (shape, pattern, layout). Layout l leaves out shape l and pattern l + 2."""
+    """Class c -> (shape, pattern, layout). Layout l leaves out shape l and pattern l + 2; its
+    first pattern is the one layout l - 1 leaves out, so [6, 11, 16, 21, 26] has five patterns."""
     triples = []
     for layout in range(len(LAYOUTS)):
         shapes = [(layout + 1 + k) % len(SHAPES) for k in range(5)]
-        patterns = [(layout + 3 + k) % len(PATTERNS) for k in range(5)]
+        patterns = [(layout + 1 - k) % len(PATTERNS) for k in range(5)]
         for pattern in patterns:
             for shape in shapes:
                 triples.append((shape, pattern, layout))

@@ -19,6 +19,7 @@ import torch
 
 from ..checkpoint import encoder_from_checkpoint, read_checkpoint, subset, load_state
 from ..config import RobustnessConfig, StudyConfig
+from ..distributed import local_device
 from ..data import ImageSet, load_dataset, make_task
 from ..models import architecture, build_encoder, classifier, linear_classifier
 from ..train.finetune import finetune
@@ -100,7 +101,7 @@ def run_pretrain(unit: Unit, config: StudyConfig, folder: Path, record: dict, pr
         momentum=p.momentum, weight_decay=p.weight_decay, min_lr_ratio=p.min_lr_ratio, warmup_epochs=p.warmup_epochs,
         temperature=p.temperature, base_temperature=p.base_temperature, loss_form=p.loss_form, views=p.views,
         crop_scale_min=p.crop_scale_min, checkpoint_epochs=p.checkpoint_epochs, checkpoint_every=p.checkpoint_every,
-        sync_bn=p.sync_bn, device=resolve_device(config.device), record=record, progress=progress,
+        sync_bn=p.sync_bn, device=local_device(config.device), record=record, progress=progress,
     )
 
 
@@ -117,40 +118,44 @@ def run_finetune(unit: Unit, config: StudyConfig, folder: Path, run_dir: Path, r
     )
 
 
+def _parameter_subset(name: str) -> str:
+    """Config value -> landscape/sharpness selector: "probe" is module "1" of classifier(encoder, probe)."""
+    return "all" if name == "all" else "1"
+
+
 def run_landscape(unit: Unit, config: StudyConfig, folder: Path, run_dir: Path, record: dict, progress: bool) -> None:
-    from ..analysis.landscape import loss_surface, random_directions
+    from ..analysis.landscape import loss_surface, random_directions, save_surface
 
     s = config.analysis.landscape
-    model, split = trained_classifier(run_dir, unit), config.finetune.analysis_split
+    model = trained_classifier(run_dir, unit)
     images, labels = analysis_data(config, unit.task, s.samples)
-    params = "all" if s.params == "all" else "1."  # "1." = the probe inside classifier(encoder, probe)
-    directions = random_directions(model, n=2, seed=s.seed, params=params)
+    directions = random_directions(model, n=2, seed=s.seed, params=_parameter_subset(s.params))
     axis = np.linspace(-s.span, s.span, s.grid)
     surface = loss_surface(model, images, labels, directions, axis, axis, batch_size=s.batch_size,
-                           resume_path=folder / "partial.npz", progress=progress)
-    meta = {**record, "kind": "landscape", "method": unit.method, "seed": unit.seed, "task_classes": config.data.tasks[unit.task],
-            "split": split, "samples": len(labels), "params": s.params, "direction_seed": s.seed,
-            "xs": surface.xs.tolist(), "ys": surface.ys.tolist(), "layout": "rows = y, columns = x"}
-    save_array(folder / "loss.npy", surface.loss, meta)
-    save_array(folder / "accuracy.npy", surface.accuracy, meta)
-    (folder / "partial.npz").unlink(missing_ok=True)
+                           resume_path=folder / "partial.npy", progress=progress)
+    save_surface(folder / "surface.npy", surface, {
+        **record, "method": unit.method, "seed": unit.seed, "task_classes": config.data.tasks[unit.task],
+        "split": config.finetune.analysis_split, "samples": len(labels), "params": s.params, "direction_seed": s.seed,
+        "layout": "values[0] = loss, values[1] = accuracy; rows = y, columns = x",
+    })
+    for leftover in ("partial.npy", "partial.json"):  # the resume file of the grid, now complete
+        (folder / leftover).unlink(missing_ok=True)
 
 
 def run_sharpness(unit: Unit, config: StudyConfig, folder: Path, run_dir: Path, record: dict, progress: bool) -> None:
     from ..analysis.sharpness import hessian_top_eigenvalues, hessian_trace
 
     s = config.analysis.sharpness
-    model, split = trained_classifier(run_dir, unit), config.finetune.analysis_split
+    model = trained_classifier(run_dir, unit)
     images, labels = analysis_data(config, unit.task, s.samples)
-    params = "all" if s.params == "all" else "1."
-    started = time.perf_counter()
-    eigenvalues = hessian_top_eigenvalues(model, images, labels, k=s.top_k, iters=s.iters, seed=s.seed, params=params)
-    trace = hessian_trace(model, images, labels, samples=s.trace_samples, seed=s.seed, params=params)
+    params = _parameter_subset(s.params)
+    eigenvalues = hessian_top_eigenvalues(model, images, labels, k=s.top_k, iters=s.iters, seed=s.seed, params=params, progress=progress)
+    trace = hessian_trace(model, images, labels, samples=s.trace_samples, seed=s.seed, params=params, progress=progress)
     write_json(folder / "sharpness.json", {
         **record, "kind": "sharpness", "method": unit.method, "seed": unit.seed, "task_classes": config.data.tasks[unit.task],
-        "split": split, "samples": len(labels), "params": s.params,
-        "top_eigenvalues": [float(v) for v in np.atleast_1d(eigenvalues)], "trace": float(trace),
-        "seconds": time.perf_counter() - started,
+        "split": config.finetune.analysis_split, "samples": len(labels), "params": s.params,
+        "top_eigenvalues": [float(v) for v in eigenvalues], "trace": float(trace.value),
+        "trace_std_error": float(trace.std_error), "hessian_vector_products": int(trace.matvecs),
     })
 
 

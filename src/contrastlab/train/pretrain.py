@@ -46,7 +46,8 @@ def batches(permutation: torch.Tensor, batch_size: int, min_size: int = 2) -> li
     joins the one before it (a one-sample batch has no negatives and breaks BatchNorm)."""
     chunks = list(permutation.split(batch_size))
     if len(chunks) > 1 and len(chunks[-1]) < min_size:
-        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+        last = chunks.pop()
+        chunks[-1] = torch.cat([chunks[-1], last])
     return chunks
 
 

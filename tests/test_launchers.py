@@ -1,0 +1,322 @@
+"""Parallel launchers: the local process pool and the Slurm path through submitit.
+
+A micro study run with ``--launcher local --jobs 2`` writes the same numbers as the sequential
+run (same torch thread count per unit, so bit-identical on CPU) and resumes after a cut; the
+Slurm path builds one job per unit with ``afterok`` dependencies (checked in the sbatch
+scripts submitit writes, with fake ``sbatch``/``srun`` on PATH) and runs end to end through
+submitit's LocalExecutor.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import stat
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from contrastlab.config import load_config
+from contrastlab.errors import ContrastlabError
+from contrastlab.study.launchers import (
+    UnitFailedError, job_parameters, pending_dependencies, run_local, run_parallel, run_unit_job,
+    slurm_jobs, submit_all, threads_per_job,
+)
+from contrastlab.study.plan import Unit, plan_units
+from contrastlab.study.runner import pending_units, prepare_run_dir, run_study
+from contrastlab.study.units import is_done
+
+submitit = pytest.importorskip("submitit")
+
+JOBS = 2
+MICRO = [
+    "data.pretrain_per_class=20", "data.downstream_train_per_class=10", "data.downstream_test_per_class=6",
+    "data.image_size=8", "model.encoder=tiny_cnn", "model.width=4", "model.projection_dim=8", "seeds=[0]",
+    "methods=[simclr,supce]", "data.tasks=[[0,1,2],[3,4,5]]", "pretrain.epochs=2", "pretrain.batch_size=64",
+    "pretrain.checkpoint_every=1", "finetune.epochs=3",
+    "analysis.landscape.grid=3", "analysis.landscape.samples=12", "analysis.sharpness.samples=12",
+    "analysis.sharpness.iters=3", "analysis.sharpness.trace_samples=3", "analysis.robustness.samples=12",
+    "analysis.robustness.eps_255=[0,4]", "analysis.robustness.pgd_steps=2", "device=cpu",
+]
+
+
+def _analyses_available() -> list[str]:
+    """Overrides that switch off the analyses whose modules are not importable (yet)."""
+    off = []
+    for name, modules in {"landscape": ["landscape"], "sharpness": ["sharpness"], "robustness": ["attacks"],
+                          "geometry": ["inpca", "progress"]}.items():
+        try:
+            for module in modules:
+                __import__(f"contrastlab.analysis.{module}")
+        except ImportError:
+            off.append(f"analysis.{name}.enabled=false")
+    return off
+
+
+# The sharpness unit does not run yet (units.run_sharpness stores a TraceEstimate as a float).
+NOT_READY = ["analysis.sharpness.enabled=false"]
+
+
+def micro_config(*extra: str):
+    return load_config("quick", MICRO + _analyses_available() + NOT_READY + list(extra))
+
+
+# ---- comparing two run directories ----------------------------------------------------------
+
+VOLATILE = {"seconds", "finished", "images_per_s", "created", "timestamp", "provenance", "hostname", "time"}
+BOOKKEEPING = {"done.json", "unit.json", "study.json", "config.yaml"}
+
+
+def _clean(value, run_dir: Path):
+    if isinstance(value, dict):
+        return {k: _clean(v, run_dir) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_clean(v, run_dir) for v in value]
+    if isinstance(value, str):
+        return value.replace(str(run_dir), "RUN")
+    return value
+
+
+def results_of(run_dir: Path, units: list[str] | None = None) -> dict[str, object]:
+    """Every number a run wrote (json, csv, npy, safetensors), keyed by path; timings dropped."""
+    out: dict[str, object] = {}
+    roots = [run_dir / u for u in units] if units is not None else [run_dir]
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            rel = str(path.relative_to(run_dir))
+            if not path.is_file() or path.name in BOOKKEEPING or rel.startswith(("slurm", "report")):
+                continue
+            if path.suffix == ".json":
+                out[rel] = _clean(json.loads(path.read_text()), run_dir)
+            elif path.suffix == ".csv":
+                with open(path, newline="") as f:
+                    out[rel] = [{k: v for k, v in row.items() if k not in VOLATILE} for row in csv.DictReader(f)]
+            elif path.suffix == ".npy":
+                out[rel] = np.load(path).tolist()
+            elif path.suffix == ".safetensors":
+                out[rel] = {k: v.tolist() for k, v in load_file(path).items()}
+    return out
+
+
+def assert_same_results(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert a[key] == b[key], key
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory):
+    """The micro study run sequentially with the thread count a local worker of JOBS gets."""
+    run_dir = tmp_path_factory.mktemp("sequential")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads_per_job(JOBS))
+    try:
+        summary = run_study(micro_config(), run_dir, build_report=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert summary.ran and not summary.skipped
+    return run_dir
+
+
+# ---- dependencies and job parameters (pure) -------------------------------------------------
+
+def test_pending_dependencies_drop_finished_units_and_keep_plan_order():
+    units = plan_units(micro_config("analysis.geometry.enabled=true"))
+    todo = [u for u in units if u.id != "pretrain/simclr/seed0"]  # as if it were done
+    graph = pending_dependencies(todo)
+    assert graph["finetune/simclr/seed0/task-0-1-2"] == []
+    assert graph["finetune/supce/seed0/task-0-1-2"] == ["pretrain/supce/seed0"]
+    geometry = next(u for u in todo if u.kind == "geometry")
+    assert graph[geometry.id] == list(geometry.deps) and len(geometry.deps) == 3  # simclr, supce, random
+    assert [u for u, _ in slurm_jobs(todo)] == todo
+    with pytest.raises(ContrastlabError, match="listed before its dependency"):
+        pending_dependencies(list(reversed(todo)))
+
+
+def test_job_parameters_take_the_launcher_config():
+    config = micro_config("launcher.kind=slurm", "launcher.partition=gpu", "launcher.gpus_per_job=4",
+                          "launcher.cpus_per_job=6", "launcher.time_minutes=90", "launcher.mem_gb=48",
+                          "launcher.slurm_options={account: proj}")
+    units = {u.id: u for u in plan_units(config)}
+    pre = job_parameters(units["pretrain/simclr/seed0"], config.launcher, study="quick")
+    assert pre == {"name": "quick:pretrain.simclr.seed0", "timeout_min": 90, "mem_gb": 48, "nodes": 1,
+                   "tasks_per_node": 4, "gpus_per_node": 4, "cpus_per_task": 6, "slurm_partition": "gpu",
+                   "slurm_additional_parameters": {"account": "proj"}}
+    fine = job_parameters(units["finetune/simclr/seed0/task-0-1-2"], config.launcher, study="quick", dependencies=["17"])
+    assert fine["tasks_per_node"] == 1 and fine["gpus_per_node"] == 1  # one GPU is all a probe can use
+    assert fine["slurm_additional_parameters"] == {"account": "proj", "dependency": "afterok:17", "kill-on-invalid-dep": "yes"}
+    rand = job_parameters(units["pretrain/random/seed0"], config.launcher, study="quick")
+    assert rand["tasks_per_node"] == 1 and rand["slurm_additional_parameters"] == {"account": "proj"}
+    cpu = job_parameters(units["pretrain/simclr/seed0"], micro_config("launcher.gpus_per_job=0").launcher, study="s")
+    assert cpu["gpus_per_node"] == 0 and cpu["tasks_per_node"] == 1 and "slurm_partition" not in cpu
+    assert cpu["slurm_additional_parameters"] == {}  # set anyway: submitit keeps the last job's otherwise
+
+
+def _fake_slurm(bin_dir: Path) -> None:
+    """``srun`` (so submitit detects a cluster) and ``sbatch`` that numbers jobs from 101."""
+    bin_dir.mkdir()
+    scripts = {
+        "srun": "#!/bin/sh\nexit 0\n",
+        "sbatch": '#!/bin/sh\nn=$(cat "$0.count" 2>/dev/null || echo 100)\nn=$((n + 1))\necho $n > "$0.count"\n'
+                  'echo "Submitted batch job $n"\n',
+    }
+    for name, text in scripts.items():
+        path = bin_dir / name
+        path.write_text(text)
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+def _sbatch_flags(script: str) -> dict[str, str]:
+    flags = {}
+    for line in script.splitlines():
+        if line.startswith("#SBATCH --"):
+            key, _, value = line[len("#SBATCH --"):].partition("=")
+            flags[key] = value
+    return flags
+
+
+def test_slurm_submission_has_one_job_per_unit_with_afterok_dependencies(tmp_path, monkeypatch):
+    _fake_slurm(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{__import__('os').environ['PATH']}")
+    config = micro_config("launcher.kind=slurm", "launcher.partition=gpu", "launcher.gpus_per_job=2",
+                          "launcher.time_minutes=30", "launcher.mem_gb=16", "analysis.geometry.enabled=true")
+    units = plan_units(config)
+    todo = [u for u in units if u.id != "pretrain/supce/seed0"]  # done already: its dependents wait for nothing
+    executor = submitit.AutoExecutor(folder=tmp_path / "slurm")
+    assert executor.cluster == "slurm"
+    jobs = submit_all(executor, todo, config, tmp_path / "run")
+    assert list(jobs) == [u.id for u in todo]
+    assert sorted(int(j.job_id) for j in jobs.values()) == list(range(101, 101 + len(todo)))
+    for unit in todo:
+        job = jobs[unit.id]
+        flags = _sbatch_flags(job.paths.submission_file.read_text())
+        deps = [jobs[d].job_id for d in unit.deps if d in jobs]
+        if deps:
+            assert flags["dependency"] == "afterok:" + ":".join(deps), unit.id
+            assert flags["kill-on-invalid-dep"] == "yes"
+        else:
+            assert "dependency" not in flags, unit.id
+        parallel = unit.kind == "pretrain" and unit.method != "random"
+        assert flags["partition"] == "gpu" and flags["time"] == "30" and flags["mem"] == "16GB"
+        assert flags["gpus-per-node"] == ("2" if parallel else "1")
+        assert flags["ntasks-per-node"] == ("2" if parallel else "1")
+        assert flags["job-name"] == "quick:" + unit.id.replace("/", ".")
+        submission = job.submission()
+        assert submission.function is run_unit_job and submission.args[0] == unit
+        assert submission.args[2] == tmp_path / "run"
+    finetune = jobs["finetune/supce/seed0/task-0-1-2"]
+    assert "dependency" not in _sbatch_flags(finetune.paths.submission_file.read_text())
+    geometry = next(u for u in todo if u.kind == "geometry")
+    assert len(_sbatch_flags(jobs[geometry.id].paths.submission_file.read_text())["dependency"].split(":")) == 4
+
+
+def test_slurm_launcher_without_slurm_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun here
+    config = micro_config("launcher.kind=slurm")
+    with pytest.raises(ContrastlabError, match="found no Slurm"):
+        run_parallel(plan_units(config)[:1], config, tmp_path)
+
+
+# ---- the local scheduler on stand-in units --------------------------------------------------
+
+def record_run(unit: Unit, config, run_dir: Path) -> float:
+    """A stand-in unit runner (top level, so spawn workers import it): logs its start and end,
+    fails when ``run_dir/fail-<id>`` exists, writes done.json otherwise."""
+    started = time.time()
+    time.sleep(0.3)
+    if (run_dir / f"fail-{unit.id}").exists():
+        raise ValueError(f"injected failure in {unit.id}")
+    folder = unit.folder(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "times.json").write_text(json.dumps([started, time.time(), torch.get_num_threads()]))
+    (folder / "done.json").write_text(json.dumps({"key": unit.key}))
+    return time.time() - started
+
+
+def toy_units() -> list[Unit]:
+    """a, b independent; c after a; d after a and b; e after c."""
+    spec = {"a": (), "b": (), "c": ("a",), "d": ("a", "b"), "e": ("c",)}
+    return [Unit("finetune", uid, f"key-{uid}", deps=deps) for uid, deps in spec.items()]
+
+
+def test_local_scheduler_respects_dependencies_and_the_job_limit(tmp_path):
+    config = micro_config("launcher.kind=local", f"launcher.jobs={JOBS}")
+    units = toy_units()
+    ran = run_local(units, config, tmp_path, runner=record_run)
+    assert sorted(ran) == ["a", "b", "c", "d", "e"]
+    times = {u.id: json.loads((tmp_path / u.id / "times.json").read_text()) for u in units}
+    for unit in units:
+        for dep in unit.deps:
+            assert times[dep][1] <= times[unit.id][0], f"{unit.id} started before {dep} ended"
+    events = sorted([(t[0], 1) for t in times.values()] + [(t[1], -1) for t in times.values()])
+    running = np.cumsum([e[1] for e in events])
+    assert running.max() == JOBS  # a and b together, never three at once
+    assert {t[2] for t in times.values()} == {threads_per_job(JOBS)}
+
+
+def test_local_failure_stops_scheduling_names_the_unit_and_resumes(tmp_path):
+    config = micro_config("launcher.kind=local", "launcher.jobs=1")  # one at a time: a, b, c fails; d, e never start
+    units = toy_units()
+    (tmp_path / "fail-c").write_text("")
+    with pytest.raises(UnitFailedError, match=r"unit c failed: ValueError: injected failure in c") as info:
+        run_local(units, config, tmp_path, runner=record_run)
+    assert info.value.unit_id == "c" and "2 of 5 units finished" in str(info.value)
+    assert [u.id for u in units if is_done(u, tmp_path)] == ["a", "b"]
+    (tmp_path / "fail-c").unlink()
+    todo = [u for u in units if not is_done(u, tmp_path)]
+    assert run_local(todo, config, tmp_path, runner=record_run) == ["c", "d", "e"]
+
+
+# ---- the micro study ------------------------------------------------------------------------
+
+def test_micro_study_with_local_launcher_matches_sequential_and_resumes(sequential, tmp_path):
+    config = micro_config("launcher.kind=local", f"launcher.jobs={JOBS}")
+    summary = run_study(config, tmp_path, build_report=False)
+    assert sorted(summary.ran) == sorted(u.id for u in plan_units(config))
+    expected = results_of(sequential)
+    assert_same_results(results_of(tmp_path), expected)
+
+    # Cut the run: one probe and everything after it lost; the same command finishes just those.
+    lost = [u for u in plan_units(config) if u.id == "finetune/supce/seed0/task-3-4-5" or "finetune/supce/seed0/task-3-4-5" in u.deps]
+    for unit in lost:
+        shutil.rmtree(tmp_path / unit.id)
+    again = run_study(config, tmp_path, build_report=False)
+    assert sorted(again.ran) == sorted(u.id for u in lost) and len(again.skipped) == len(plan_units(config)) - len(lost)
+    assert_same_results(results_of(tmp_path), expected)
+    assert run_study(config, tmp_path, build_report=False).ran == []
+
+
+def test_slurm_path_runs_through_submitit_local_executor(sequential, tmp_path):
+    # Each job sets cpus_per_job torch threads: those of the sequential run, so the numbers match.
+    config = micro_config("launcher.kind=slurm", f"launcher.jobs={JOBS}", "launcher.gpus_per_job=0",
+                          f"launcher.cpus_per_job={threads_per_job(JOBS)}", "launcher.time_minutes=5")
+    prepare_run_dir(config, tmp_path)
+    todo, _ = pending_units(config, tmp_path)
+    chain = [u for u in todo if u.method == "supce" and (u.task in (None, 0))]  # pretrain -> probe -> analyses
+    assert [u.kind for u in chain][:2] == ["pretrain", "finetune"] and len(chain) >= 3
+    executor = submitit.AutoExecutor(folder=tmp_path / "slurm", cluster="local")
+    ran = run_parallel(chain, config, tmp_path, executor=executor)
+    assert sorted(ran) == sorted(u.id for u in chain)
+    assert ran.index(chain[0].id) < ran.index(chain[1].id) < ran.index(chain[2].id)
+    assert all(is_done(u, tmp_path) for u in chain)
+    ids = [u.id for u in chain]
+    assert_same_results(results_of(tmp_path, ids), results_of(sequential, ids))
+
+
+def test_failing_slurm_job_names_its_unit(tmp_path):
+    config = micro_config("launcher.kind=slurm", "launcher.gpus_per_job=0", "launcher.cpus_per_job=1", "launcher.time_minutes=5")
+    prepare_run_dir(config, tmp_path)
+    todo, _ = pending_units(config, tmp_path)
+    chain = [u for u in todo if u.method == "supce" and u.task in (None, 0)][:2]
+    (tmp_path / chain[0].id).mkdir(parents=True)
+    (tmp_path / chain[0].id / "unit.json").write_text("not json")  # makes run_unit fail at once
+    executor = submitit.AutoExecutor(folder=tmp_path / "slurm", cluster="local")
+    with pytest.raises(UnitFailedError, match=r"unit pretrain/supce/seed0 failed: job \d+: .*Error") as info:
+        run_parallel(chain, config, tmp_path, executor=executor)
+    assert info.value.unit_id == chain[0].id and not is_done(chain[1], tmp_path)
+    assert not (tmp_path / chain[1].id).exists()  # its dependent was never submitted

@@ -1,0 +1,227 @@
+"""Hessian top eigenvalues and trace: against the exact Hessian, closed forms, invariances, state left untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from contrastlab.analysis.landscape import LandscapeInputError, parameter_mask
+from contrastlab.analysis.sharpness import (
+    hessian_operator,
+    hessian_top_eigenvalues,
+    hessian_trace,
+    lanczos_top_eigenvalues,
+    stochastic_trace,
+)
+from contrastlab.models import classifier, linear_classifier, tiny_cnn
+
+N_CLASSES = 3
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: intra-op threads only add synchronization, which dominates on a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_mlp(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, N_CLASSES))
+
+
+def make_batch(n: int = 40, seed: int = 1, shape: tuple[int, ...] = (2, 3)) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *shape, generator=generator), torch.randint(0, N_CLASSES, (n,), generator=generator)
+
+
+def exact_hessian(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, params="all") -> torch.Tensor:
+    """The Hessian of the mean CE w.r.t. the selected parameters, from torch.autograd.functional.hessian (float64)."""
+    named = list(model.named_parameters())
+    mask = parameter_mask(model, params)
+    selected = [(name, p) for (name, p), keep in zip(named, mask) if keep]
+    fixed = {name: p.detach().double() for (name, p), keep in zip(named, mask) if not keep}
+    buffers = {name: b.double() if b.is_floating_point() else b for name, b in model.named_buffers()}
+    flat = torch.cat([p.detach().double().reshape(-1) for _, p in selected])
+
+    def loss(vector: torch.Tensor) -> torch.Tensor:
+        values, start = dict(fixed), 0
+        for name, p in selected:
+            values[name] = vector[start : start + p.numel()].view_as(p)
+            start += p.numel()
+        logits = functional_call(model, {**values, **buffers}, (images.double(),))
+        return F.cross_entropy(logits, labels)
+
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.autograd.functional.hessian(loss, flat)
+    finally:
+        model.train(was_training)
+
+
+def test_top_eigenvalues_match_the_exact_hessian_within_one_percent():
+    model = make_mlp()
+    images, labels = make_batch()
+    exact = torch.linalg.eigvalsh(exact_hessian(model, images, labels)).flip(0).numpy()
+    assert exact.size == 53
+    top = hessian_top_eigenvalues(model, images, labels, k=3, iters=30, batch_size=16)
+    assert top.shape == (3,) and np.all(np.diff(top) <= 0)
+    np.testing.assert_allclose(top, exact[:3], rtol=0.01)
+    np.testing.assert_allclose(hessian_top_eigenvalues(model, images, labels), exact[:1], rtol=0.01)
+
+
+def test_trace_matches_the_exact_hessian_within_one_percent():
+    model = make_mlp()
+    images, labels = make_batch()
+    exact = exact_hessian(model, images, labels).trace().item()
+    # Hutch++ is exact once its sketch (samples // 3 products) spans the 53 parameters.
+    estimate = hessian_trace(model, images, labels, samples=3 * 53)
+    assert estimate.value == pytest.approx(exact, rel=0.01)
+    assert estimate.std_error == 0.0
+    # Plain Hutchinson is unbiased; it is near the truth in units of its own standard error.
+    plain = hessian_trace(model, images, labels, samples=300, seed=3, method="hutchinson")
+    assert plain.matvecs == 300 and plain.std_error > 0
+    assert abs(plain.value - exact) < 4 * plain.std_error
+    # With fewer products Hutch++ is an estimate too, with a smaller error than Hutchinson's.
+    partial = hessian_trace(model, images, labels, samples=90, seed=3)
+    assert 0 < partial.std_error and abs(partial.value - exact) < 4 * partial.std_error
+
+
+def test_a_batchnorm_convnet_in_eval_mode_and_a_parameter_subset():
+    torch.manual_seed(0)
+    encoder = tiny_cnn(width=2)
+    model = classifier(encoder, linear_classifier(encoder.feature_dim, N_CLASSES))
+    with torch.no_grad():  # non-trivial running statistics
+        model.train()(torch.rand(32, 3, 6, 6) * 2)
+    model.train()  # the analysis must switch to eval mode itself
+    images, labels = torch.rand(20, 3, 6, 6), torch.randint(0, N_CLASSES, (20,))
+    full = exact_hessian(model, images, labels)
+    assert full.shape == (153, 153)
+    top = hessian_top_eigenvalues(model, images, labels, k=1, iters=40)
+    assert top[0] == pytest.approx(torch.linalg.eigvalsh(full)[-1].item(), rel=0.01)
+    assert model.training  # mode restored
+
+    # The probe's Hessian is the trailing block of the full one.
+    probe = exact_hessian(model, images, labels, params="1")
+    torch.testing.assert_close(probe, full[-15:, -15:])
+    top_probe = hessian_top_eigenvalues(model, images, labels, k=2, iters=15, params="1")
+    np.testing.assert_allclose(top_probe, torch.linalg.eigvalsh(probe).flip(0)[:2].numpy(), rtol=0.01)
+    assert hessian_trace(model, images, labels, samples=45, params="1").value == pytest.approx(probe.trace().item(), rel=0.01)
+
+
+def test_results_do_not_depend_on_batch_size_or_sample_order():
+    model = make_mlp()
+    images, labels = make_batch()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    reference = hessian_top_eigenvalues(model, images, labels, k=2, batch_size=40)
+    shuffled = hessian_top_eigenvalues(model, images[order], labels[order], k=2, batch_size=7)
+    np.testing.assert_allclose(shuffled, reference, rtol=1e-4)
+    trace_a = hessian_trace(model, images, labels, samples=30, batch_size=40)
+    trace_b = hessian_trace(model, images[order], labels[order], samples=30, batch_size=7)
+    assert trace_b.value == pytest.approx(trace_a.value, rel=1e-4)
+
+
+def test_hessian_vector_products_equal_the_exact_hessian_times_v():
+    model = make_mlp()
+    images, labels = make_batch()
+    hessian = exact_hessian(model, images, labels)
+    v = torch.randn(hessian.shape[0], generator=torch.Generator().manual_seed(0))
+    with hessian_operator(model, images, labels, batch_size=9) as (matvec, dim):
+        assert dim == hessian.shape[0]
+        product = matvec(v)
+    torch.testing.assert_close(product.double(), hessian @ v.double(), rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- kernels: closed forms
+
+
+def test_lanczos_on_a_known_spectrum():
+    eigenvalues = torch.tensor([5.0, 3.0, 2.5, 1.0, 0.5, 0.1, -2.0, -4.0], dtype=torch.float64)
+    rotation, _ = torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    matrix = rotation @ torch.diag(eigenvalues) @ rotation.T
+    top = lanczos_top_eigenvalues(lambda v: matrix @ v, 8, k=3, iters=8, dtype=torch.float64)
+    np.testing.assert_allclose(top, [5.0, 3.0, 2.5], rtol=1e-10)
+    # Largest algebraic, not largest magnitude: -4 is not "top".
+    assert lanczos_top_eigenvalues(lambda v: matrix @ v, 8, k=1, iters=50, dtype=torch.float64)[0] == pytest.approx(5.0)
+
+
+def test_lanczos_stops_at_an_invariant_subspace():
+    identity = lambda v: 2.0 * v  # noqa: E731 - every start vector spans an invariant subspace
+    assert lanczos_top_eigenvalues(identity, 10, k=1, iters=10, dtype=torch.float64)[0] == pytest.approx(2.0)
+    with pytest.raises(LandscapeInputError, match="invariant subspace"):
+        lanczos_top_eigenvalues(identity, 10, k=2, iters=10, dtype=torch.float64)
+
+
+def test_hutchinson_is_exact_for_a_diagonal_operator():
+    diagonal = torch.linspace(-1.0, 3.0, 17, dtype=torch.float64)
+    estimate = stochastic_trace(lambda v: diagonal * v, 17, samples=3, method="hutchinson", dtype=torch.float64)
+    assert estimate.value == pytest.approx(diagonal.sum().item(), rel=1e-12)  # vᵀDv = Σ dᵢ vᵢ² = tr D
+    assert estimate.std_error == pytest.approx(0.0, abs=1e-12)
+
+
+def test_hutch_plus_plus_is_exact_once_the_sketch_spans_the_space():
+    generator = torch.Generator().manual_seed(2)
+    factor = torch.randn(12, 12, generator=generator, dtype=torch.float64)
+    matrix = factor @ factor.T - 5 * torch.eye(12, dtype=torch.float64)
+    estimate = stochastic_trace(lambda v: matrix @ v, 12, samples=36, dtype=torch.float64)
+    assert estimate.value == pytest.approx(matrix.trace().item(), rel=1e-10)
+    # A low-rank operator is captured by a small sketch: only rounding is left for the probes.
+    low_rank = factor[:, :2] @ factor[:, :2].T
+    estimate = stochastic_trace(lambda v: low_rank @ v, 12, samples=9, dtype=torch.float64)
+    assert estimate.value == pytest.approx(low_rank.trace().item(), rel=1e-10)
+
+
+# --------------------------------------------------------------------------- state left untouched
+
+
+def test_parameters_grads_flags_and_modes_are_restored():
+    model = make_mlp()
+    images, labels = make_batch()
+    model[1].weight.requires_grad_(False)  # a frozen layer
+    model[3].weight.grad = torch.full_like(model[3].weight, 7.0)  # an existing gradient
+    model.train()
+    model[2].eval()
+    modes = [m.training for m in model.modules()]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+
+    hessian_top_eigenvalues(model, images, labels, k=1, iters=5)
+    hessian_trace(model, images, labels, samples=6, params="3")
+
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert [m.training for m in model.modules()] == modes
+    assert torch.equal(model[3].weight.grad, torch.full_like(model[3].weight, 7.0))
+    assert all(p.grad is None for name, p in model.named_parameters() if name != "3.weight")
+
+
+def test_a_frozen_parameter_is_still_differentiated_when_selected():
+    model = make_mlp()
+    images, labels = make_batch()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    exact = torch.linalg.eigvalsh(exact_hessian(model, images, labels)).flip(0)[:1].numpy()
+    np.testing.assert_allclose(hessian_top_eigenvalues(model, images, labels, iters=40), exact, rtol=0.01)
+
+
+def test_bad_options_are_errors():
+    model = make_mlp()
+    images, labels = make_batch()
+    with pytest.raises(LandscapeInputError, match="cannot give k=3"):
+        hessian_top_eigenvalues(model, images, labels, k=3, iters=2)
+    with pytest.raises(LandscapeInputError, match="method"):
+        hessian_trace(model, images, labels, method="exact")
+    with pytest.raises(LandscapeInputError, match="samples"):
+        hessian_trace(model, images, labels, samples=2)
+    with pytest.raises(LandscapeInputError, match="selects no parameter"):
+        hessian_trace(model, images, labels, params="9")
+    with pytest.raises(LandscapeInputError, match=r"lie in \[0, 3\)"):
+        hessian_trace(model, images, labels + 3, samples=3)
