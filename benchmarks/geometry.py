@@ -22,10 +22,9 @@ import sys
 import time
 
 import numpy as np
-import torch
 from scipy.optimize import minimize_scalar
 
-from contrastlab.analysis.inpca import inpca
+from contrastlab.analysis.inpca import default_workers, inpca
 from contrastlab.analysis.progress import progress
 
 
@@ -96,14 +95,14 @@ def reference_progress(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- runs
 
 
-def memory_check(seed: int) -> None:
+def memory_check(seed: int, workers: int | None) -> None:
     """InPCA of M=2400, N=10000, C=10 (float32 input, 0.96 GB); prints time and peak RSS. Runs in its own process."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 10, 10_000)
     probs = fabricated_probabilities(rng, 2400, 10_000, 10, labels)
     rss_input = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     started = time.perf_counter()
-    inpca(probs, n_components=3)
+    inpca(probs, n_components=3, workers=workers)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
     print(f"{seconds:.1f} {peak:.2f} {rss_input:.2f}")
@@ -118,15 +117,13 @@ def main() -> None:
     parser.add_argument("--reference-progress-models", type=int, default=200,
                         help="models given to the per-model scalar minimizer; its time is scaled to --progress-models")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--workers", type=int, default=None, help="InPCA worker threads (default: the library's choice)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--memory-check", action="store_true", help="also run InPCA M=2400 N=10000 C=10 in a fresh process")
     parser.add_argument("--memory-check-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.memory_check_only:
-        memory_check(args.seed)
+        memory_check(args.seed, args.workers)
         return
 
     rng = np.random.default_rng(args.seed)
@@ -135,7 +132,7 @@ def main() -> None:
     rows = []
 
     probs = fabricated_probabilities(rng, args.inpca_models, n, c, labels)
-    fast, result = best_time(lambda: inpca(probs, n_components=3), args.repeats)
+    fast, result = best_time(lambda: inpca(probs, n_components=3, workers=args.workers), args.repeats)
     slow, (ref_coords, ref_values) = best_time(lambda: reference_inpca(probs, 3), 1)
     agreement = max(np.abs(result.coords - ref_coords).max(), np.abs(result.eigenvalues - ref_values).max())
     rows.append((f"InPCA M={args.inpca_models} N={n} C={c}", fast, 2.0, slow, "", agreement))
@@ -152,12 +149,13 @@ def main() -> None:
 
     if args.memory_check:
         command = [sys.executable, os.path.abspath(__file__), "--memory-check-only", "--seed", str(args.seed)]
-        if args.threads:
-            command += ["--threads", str(args.threads)]
+        if args.workers:
+            command += ["--workers", str(args.workers)]
         seconds, peak, rss_input = map(float, subprocess.run(command, check=True, capture_output=True, text=True).stdout.split())
 
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(f"geometry benchmark — torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    workers = args.workers or default_workers()
+    print(f"geometry benchmark — numpy {np.__version__}, InPCA with {workers} worker threads, "
           f"{os.cpu_count()} CPUs, load average {load}")
     print(f"{'case':<36} {'fast s':>8} {'target s':>9} {'reference s':>12} {'ratio':>7}  {'max |diff|':>10}")
     for name, fast, target, slow, note, diff in rows:

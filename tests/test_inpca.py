@@ -84,6 +84,17 @@ def test_matrix_chunking_does_not_change_the_result(rng, monkeypatch):
     np.testing.assert_allclose(bhattacharyya_matrix(probs), whole, rtol=1e-13, atol=1e-15)
 
 
+def test_worker_count_and_many_classes_do_not_change_the_result(rng):
+    # C = 1000 shrinks the model blocks to 16 (products stay small): 20 models make a ragged second block
+    probs = rng.dirichlet(np.ones(1000), size=(20, 2))
+    expected = slow_matrix(probs)
+    for workers in (1, 3):
+        np.testing.assert_allclose(bhattacharyya_matrix(probs, workers=workers, progress=True), expected,
+                                   rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="workers"):
+        bhattacharyya_matrix(probs, workers=0)
+
+
 def test_matrix_of_copies_is_zero_and_accepts_float32_torch(rng):
     p = rng.dirichlet(np.ones(3), size=(1, 8))
     copies = np.concatenate([p, p, p])

@@ -194,9 +194,10 @@ def test_random_directions_rejects_bad_options(kwargs, message):
 
 ENGINES = {
     # name: (direction selection, loss_surface options)
-    "whole network, BN folded": ("all", {}),
-    "whole network, plain": ("all", {"fold_bn": False}),
-    "whole network, channels_last": ("all", {"channels_last": True}),
+    "whole network, defaults": ("all", {}),
+    "whole network, plain": ("all", {"fold_bn": False, "channels_last": False}),
+    "whole network, folded NCHW": ("all", {"channels_last": False}),
+    "whole network, two workers": ("all", {"workers": 2}),
     "probe only, affine": ("1", {}),
     "probe only, per point": ("1", {"reuse_fixed_head": False}),
 }

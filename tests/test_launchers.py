@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import stat
 import time
@@ -31,8 +32,6 @@ from contrastlab.study.plan import Unit, plan_units
 from contrastlab.study.runner import pending_units, prepare_run_dir, run_study
 from contrastlab.study.units import is_done
 
-submitit = pytest.importorskip("submitit")
-
 JOBS = 2
 MICRO = [
     "data.pretrain_per_class=20", "data.downstream_train_per_class=10", "data.downstream_test_per_class=6",
@@ -45,31 +44,18 @@ MICRO = [
 ]
 
 
-def _analyses_available() -> list[str]:
-    """Overrides that switch off the analyses whose modules are not importable (yet)."""
-    off = []
-    for name, modules in {"landscape": ["landscape"], "sharpness": ["sharpness"], "robustness": ["attacks"],
-                          "geometry": ["inpca", "progress"]}.items():
-        try:
-            for module in modules:
-                __import__(f"contrastlab.analysis.{module}")
-        except ImportError:
-            off.append(f"analysis.{name}.enabled=false")
-    return off
-
-
-# The sharpness unit does not run yet (units.run_sharpness stores a TraceEstimate as a float).
-NOT_READY = ["analysis.sharpness.enabled=false"]
-
-
 def micro_config(*extra: str):
-    return load_config("quick", MICRO + _analyses_available() + NOT_READY + list(extra))
+    return load_config("quick", MICRO + list(extra))
 
 
 # ---- comparing two run directories ----------------------------------------------------------
 
 VOLATILE = {"seconds", "finished", "images_per_s", "created", "timestamp", "provenance", "hostname", "time"}
-BOOKKEEPING = {"done.json", "unit.json", "study.json", "config.yaml"}
+BOOKKEEPING = {"done.json", "unit.json", "study.json", "config.yaml", "stage_times.csv"}
+
+
+def _volatile(column: str) -> bool:
+    return column in VOLATILE or "seconds" in column or "images/s" in column
 
 
 def _clean(value, run_dir: Path):
@@ -89,13 +75,15 @@ def results_of(run_dir: Path, units: list[str] | None = None) -> dict[str, objec
     for root in roots:
         for path in sorted(root.rglob("*")):
             rel = str(path.relative_to(run_dir))
-            if not path.is_file() or path.name in BOOKKEEPING or rel.startswith(("slurm", "report")):
+            if not path.is_file() or path.name in BOOKKEEPING or rel.startswith("slurm"):
                 continue
+            if rel.startswith("report") and not rel.startswith("report/tables/"):
+                continue  # figures and HTML: drawn from the tables compared here
             if path.suffix == ".json":
                 out[rel] = _clean(json.loads(path.read_text()), run_dir)
             elif path.suffix == ".csv":
                 with open(path, newline="") as f:
-                    out[rel] = [{k: v for k, v in row.items() if k not in VOLATILE} for row in csv.DictReader(f)]
+                    out[rel] = [{k: v for k, v in row.items() if not _volatile(k)} for row in csv.DictReader(f)]
             elif path.suffix == ".npy":
                 out[rel] = np.load(path).tolist()
             elif path.suffix == ".safetensors":
@@ -116,7 +104,7 @@ def sequential(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(threads_per_job(JOBS))
     try:
-        summary = run_study(micro_config(), run_dir, build_report=False)
+        summary = run_study(micro_config(), run_dir)
     finally:
         torch.set_num_threads(threads)
     assert summary.ran and not summary.skipped
@@ -146,7 +134,7 @@ def test_job_parameters_take_the_launcher_config():
     pre = job_parameters(units["pretrain/simclr/seed0"], config.launcher, study="quick")
     assert pre == {"name": "quick:pretrain.simclr.seed0", "timeout_min": 90, "mem_gb": 48, "nodes": 1,
                    "tasks_per_node": 4, "gpus_per_node": 4, "cpus_per_task": 6, "slurm_partition": "gpu",
-                   "slurm_additional_parameters": {"account": "proj"}}
+                   "slurm_srun_args": ["--kill-on-bad-exit=1"], "slurm_additional_parameters": {"account": "proj"}}
     fine = job_parameters(units["finetune/simclr/seed0/task-0-1-2"], config.launcher, study="quick", dependencies=["17"])
     assert fine["tasks_per_node"] == 1 and fine["gpus_per_node"] == 1  # one GPU is all a probe can use
     assert fine["slurm_additional_parameters"] == {"account": "proj", "dependency": "afterok:17", "kill-on-invalid-dep": "yes"}
@@ -181,8 +169,9 @@ def _sbatch_flags(script: str) -> dict[str, str]:
 
 
 def test_slurm_submission_has_one_job_per_unit_with_afterok_dependencies(tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit")
     _fake_slurm(tmp_path / "bin")
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     config = micro_config("launcher.kind=slurm", "launcher.partition=gpu", "launcher.gpus_per_job=2",
                           "launcher.time_minutes=30", "launcher.mem_gb=16", "analysis.geometry.enabled=true")
     units = plan_units(config)
@@ -206,6 +195,7 @@ def test_slurm_submission_has_one_job_per_unit_with_afterok_dependencies(tmp_pat
         assert flags["gpus-per-node"] == ("2" if parallel else "1")
         assert flags["ntasks-per-node"] == ("2" if parallel else "1")
         assert flags["job-name"] == "quick:" + unit.id.replace("/", ".")
+        assert "--kill-on-bad-exit=1" in job.paths.submission_file.read_text()
         submission = job.submission()
         assert submission.function is run_unit_job and submission.args[0] == unit
         assert submission.args[2] == tmp_path / "run"
@@ -218,7 +208,7 @@ def test_slurm_submission_has_one_job_per_unit_with_afterok_dependencies(tmp_pat
 def test_slurm_launcher_without_slurm_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun here
     config = micro_config("launcher.kind=slurm")
-    with pytest.raises(ContrastlabError, match="found no Slurm"):
+    with pytest.raises(ContrastlabError, match="found no Slurm|needs submitit"):
         run_parallel(plan_units(config)[:1], config, tmp_path)
 
 
@@ -228,7 +218,7 @@ def record_run(unit: Unit, config, run_dir: Path) -> float:
     """A stand-in unit runner (top level, so spawn workers import it): logs its start and end,
     fails when ``run_dir/fail-<id>`` exists, writes done.json otherwise."""
     started = time.time()
-    time.sleep(0.3)
+    time.sleep(0.2)
     if (run_dir / f"fail-{unit.id}").exists():
         raise ValueError(f"injected failure in {unit.id}")
     folder = unit.folder(run_dir)
@@ -276,9 +266,13 @@ def test_local_failure_stops_scheduling_names_the_unit_and_resumes(tmp_path):
 
 def test_micro_study_with_local_launcher_matches_sequential_and_resumes(sequential, tmp_path):
     config = micro_config("launcher.kind=local", f"launcher.jobs={JOBS}")
-    summary = run_study(config, tmp_path, build_report=False)
+    summary = run_study(config, tmp_path)  # the report is built once every unit is done
     assert sorted(summary.ran) == sorted(u.id for u in plan_units(config))
+    assert summary.report is not None and summary.report.exists()
     expected = results_of(sequential)
+    for kind in ("metrics.csv", "result.json", "surface.npy", "sharpness.json", "pgd.csv", "progress.csv", "inpca.npy",
+                 "report/tables/accuracy.csv"):
+        assert any(path.endswith(kind) for path in expected), kind  # every stage is compared
     assert_same_results(results_of(tmp_path), expected)
 
     # Cut the run: one probe and everything after it lost; the same command finishes just those.
@@ -292,6 +286,7 @@ def test_micro_study_with_local_launcher_matches_sequential_and_resumes(sequenti
 
 
 def test_slurm_path_runs_through_submitit_local_executor(sequential, tmp_path):
+    submitit = pytest.importorskip("submitit")
     # Each job sets cpus_per_job torch threads: those of the sequential run, so the numbers match.
     config = micro_config("launcher.kind=slurm", f"launcher.jobs={JOBS}", "launcher.gpus_per_job=0",
                           f"launcher.cpus_per_job={threads_per_job(JOBS)}", "launcher.time_minutes=5")
@@ -309,6 +304,7 @@ def test_slurm_path_runs_through_submitit_local_executor(sequential, tmp_path):
 
 
 def test_failing_slurm_job_names_its_unit(tmp_path):
+    submitit = pytest.importorskip("submitit")
     config = micro_config("launcher.kind=slurm", "launcher.gpus_per_job=0", "launcher.cpus_per_job=1", "launcher.time_minutes=5")
     prepare_run_dir(config, tmp_path)
     todo, _ = pending_units(config, tmp_path)

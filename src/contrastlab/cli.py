@@ -55,10 +55,14 @@ def study(
     if jobs is not None:
         overrides.append(f"launcher.jobs={jobs}")
     config = load_config(preset, overrides)
-    summary = run_study(config, out, force=force, progress=progress)
-    from .report.build import summary_text
+    from .distributed import init_from_env, rank
 
-    _say(summary_text(summary))
+    init_from_env(config.device)  # under torchrun: join the process group
+    summary = run_study(config, out, force=force, progress=progress and rank() == 0)
+    if rank() == 0:
+        from .report.build import summary_text
+
+        _say(summary_text(summary))
 
 
 @app.command()
@@ -112,7 +116,7 @@ def finetune(
     from .utils.provenance import resolve_device
 
     classes = _parse_classes(task)
-    config = load_config(preset, list(set_) + [f"data.tasks=[{','.join(map(str, classes))}]"])
+    config = load_config(preset, list(set_) + [f"data.tasks=[[{','.join(map(str, classes))}]]"])
     train, val = task_sets(config, 0)
     f = config.finetune
     result = run(

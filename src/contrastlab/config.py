@@ -87,7 +87,7 @@ class LandscapeConfig:
     span: float = 1.0  # the grid covers [-span, span]^2
     samples: Optional[int] = None  # None: the whole analysis split
     params: str = "all"  # "all" (encoder + probe) or "probe"
-    batch_size: int = 256
+    batch_size: Optional[int] = None  # None: 64 on CPU (cache-friendlier), 256 on GPU
     seed: int = 0
 
 

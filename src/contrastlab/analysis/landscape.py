@@ -27,8 +27,8 @@ Evaluation (:func:`loss_surface`) picks the cheapest exact strategy:
   float64, with no forward pass per point.
 - Otherwise one forward pass over the samples per point, with the parameters updated in place
   (no copy of the model per point), convolution→BatchNorm pairs folded into one convolution per
-  point (exact in eval mode), ``torch.inference_mode`` and large batches; on CUDA also bf16
-  autocast and channels_last (``precision``/``channels_last`` override the automatic choice).
+  point (exact in eval mode), ``torch.inference_mode`` and channels_last; on CUDA also bf16
+  autocast and large batches (``precision``/``batch_size`` override the automatic choice).
   On the CPU several points are evaluated at once by ``workers`` threads (default: one per
   intra-op thread), each on its own copy of the moving part of the model with single-threaded
   ops — cheaper than splitting every op across threads, whose synchronization dominates for the
@@ -477,12 +477,12 @@ def loss_surface(
     directions: Sequence[Sequence[torch.Tensor]],
     xs: Sequence[float] | np.ndarray | torch.Tensor,
     ys: Sequence[float] | np.ndarray | torch.Tensor | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     *,
     resume_path: str | Path | None = None,
     save_every: float = 60.0,
     precision: str = "auto",
-    channels_last: bool | None = None,
+    channels_last: bool = True,
     fold_bn: bool = True,
     reuse_fixed_head: bool = True,
     workers: int | None = None,
@@ -491,12 +491,13 @@ def loss_surface(
     """Loss and accuracy of ``model`` at θ* + x·δ + y·η for every (x, y) of the grid xs × ys.
 
     ``images`` (N, ...) and ``labels`` (N,) are all samples (moved to the model's device in
-    batches of ``batch_size``); the loss is the mean cross-entropy over them. Two directions and
+    batches of ``batch_size``; None: 64 on the CPU, where small batches stay in cache and run
+    faster, 256 elsewhere); the loss is the mean cross-entropy over them. Two directions and
     ``ys`` give arrays of shape (len(ys), len(xs)); one direction and ``ys=None`` give (len(xs),).
 
     Options: ``resume_path`` (a .npy path; see module docstring) and ``save_every`` (seconds);
     ``precision`` "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32" or "bf16";
-    ``channels_last`` (None: on CUDA only) for the folded convolutions and the inputs;
+    ``channels_last`` for the folded convolutions and the inputs (faster with oneDNN and cuDNN);
     ``workers``: points evaluated concurrently (None: ``torch.get_num_threads()`` on the CPU,
     1 on other devices); with more than one, the model itself is never written to and torch's
     intra-op thread count is set to 1 for the duration of the grid (process-wide, restored after).
@@ -511,15 +512,15 @@ def loss_surface(
         if len(directions) != 2:
             raise LandscapeInputError("a 2-D grid (ys given) needs two directions")
         ys = _grid_axis(ys, "ys")
-    if int(batch_size) != batch_size or batch_size < 1:
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
         raise LandscapeInputError(f"batch_size must be an integer >= 1, got {batch_size}")
-    batch_size = int(batch_size)
     if precision not in PRECISIONS:
         raise LandscapeInputError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
 
     device = _first_parameter(model).device
     autocast_dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and device.type == "cuda") else None
-    use_channels_last = device.type == "cuda" if channels_last is None else bool(channels_last)
+    use_channels_last = bool(channels_last)
+    batch_size = int(batch_size) if batch_size is not None else (64 if device.type == "cpu" else 256)
 
     resume_path = None if resume_path is None else Path(resume_path)
     fingerprint = None if resume_path is None else _fingerprint(model, images, labels, directions, xs, ys)
@@ -555,7 +556,7 @@ def loss_surface(
 
     origins = [parameters[i].detach().clone() for i in moving]
     steps = [[direction[i] for i in moving] for direction in directions]
-    workers = _resolve_workers(workers, device)
+    workers = min(_resolve_workers(workers, device), len(todo))
     with eval_mode(model):
         # One worker moves the model itself; several each move a private copy of the evaluated part.
         owned = [evaluated] if workers == 1 else [copy.deepcopy(evaluated) for _ in range(workers)]

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
-import shutil
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -37,10 +36,9 @@ from typing import Any
 
 from ..config import LauncherConfig, StudyConfig
 from ..errors import ContrastlabError
-from ..utils.io import read_json, write_json
 from ..utils.progress import live_display
 from .plan import RANDOM, Unit
-from .units import is_done, run_unit
+from .units import is_done, prepare_unit_folder, run_unit
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +113,12 @@ class _Tracker:
         log.info("started %s", unit.id)
         self._describe()
 
+    def queued(self, units: Sequence[Unit]) -> None:
+        """Units handed to Slurm all at once: in the queue or running, Slurm decides."""
+        self.running.extend(u.id for u in units)
+        if self.display is not None:
+            self.display.update(self.task, description=f"study: {len(self.running)} Slurm jobs")
+
     def succeeded(self, unit: Unit, seconds: float | None) -> None:
         self.running.remove(unit.id)
         self.finished.append(unit.id)
@@ -124,10 +128,11 @@ class _Tracker:
             self.display.advance(self.task)
         self._describe()
 
-    def failed(self, unit: Unit, message: str, cause: BaseException | None = None) -> None:
+    def failed(self, unit: Unit, message: str, cause: BaseException | None = None, details: str = "") -> None:
         if unit.id in self.running:
             self.running.remove(unit.id)
-        log.error("unit %s failed: %s", unit.id, message)
+        # The CLI prints the final error as one line; the cause's traceback is logged here.
+        log.error("unit %s failed: %s%s", unit.id, message, f"\n{details.rstrip()}" if details else "")
         if self.failure is None:
             self.failure = (unit.id, message, cause)
         self._describe()
@@ -135,7 +140,7 @@ class _Tracker:
     def _describe(self) -> None:
         if self.display is None:
             return
-        shown = ", ".join(self.running[:3]) + (f" +{len(self.running) - 3}" if len(self.running) > 3 else "")
+        shown = ", ".join(self.running[:2]) + (f" +{len(self.running) - 2}" if len(self.running) > 2 else "")
         self.display.update(self.task, description=f"study: {shown or 'waiting'}")
 
     def raise_if_failed(self) -> None:
@@ -154,7 +159,9 @@ def _tracking(todo: Sequence[Unit], progress: bool) -> Iterator[_Tracker]:
         yield _Tracker(todo)
         return
     with live_display() as display:  # the parent's display only; workers never draw
-        yield _Tracker(todo, display)
+        tracker = _Tracker(todo, display)
+        yield tracker
+        display.update(tracker.task, description="study: " + ("failed" if tracker.failure else "done"))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -254,14 +261,15 @@ def run_local(todo: list[Unit], config: StudyConfig, run_dir: Path, *, progress:
                             deps.discard(unit.id)
                     elif isinstance(error, BrokenProcessPool):
                         tracker.failed(unit, "its worker process died (killed, or out of memory?)", error)
-                    else:
-                        # The worker's traceback travels as the exception's cause; show it once here.
-                        log.debug("traceback of %s:\n%s", unit.id, "".join(traceback.format_exception(error)))
-                        tracker.failed(unit, _first_line(error), error)
+                    else:  # the worker's traceback travels as the exception's cause
+                        tracker.failed(unit, _first_line(error), error, "".join(traceback.format_exception(error)))
         except BaseException:
-            for future in running:
-                future.cancel()
-            log.warning("interrupted: waiting for the %d running units to stop; finished units are kept", len(running))
+            # Interrupted (Ctrl-C) or failing here: stop the workers now rather than let the
+            # pool wait for units that may run for hours. Their partial work stays resumable.
+            log.warning("stopping %d running units; finished units are kept, run again to resume", len(running))
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
             raise
     tracker.raise_if_failed()
     never = [u.id for u in todo if u.id not in started]
@@ -271,17 +279,6 @@ def run_local(todo: list[Unit], config: StudyConfig, run_dir: Path, *, progress:
 
 
 # ---- one unit on several processes (torchrun, or a multi-task Slurm job) --------------------
-
-def _prepare_unit_folder(unit: Unit, run_dir: Path) -> None:
-    """What :func:`run_unit` does first, done by rank 0 before the other ranks look at the
-    folder: drop partial work of another configuration, then mark the folder as this unit's."""
-    folder = unit.folder(run_dir)
-    marker = folder / "unit.json"
-    if folder.exists() and (not marker.exists() or read_json(marker).get("key") != unit.key):
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(marker, {"unit": unit.id, "key": unit.key})
-
 
 def _wait_until_done(unit: Unit, run_dir: Path, poll_s: float = 5.0) -> None:
     # A file poll, not a barrier: an analysis on rank 0 can outlast any collective's timeout.
@@ -310,7 +307,7 @@ def run_unit_distributed(unit: Unit, config: StudyConfig, run_dir: Path) -> floa
         _wait_until_done(unit, run_dir)
         return time.perf_counter() - started
     if rank() == 0:
-        _prepare_unit_folder(unit, run_dir)
+        prepare_unit_folder(unit, run_dir)
     torch_dist.barrier()  # no rank looks for checkpoints before stale work is gone
     if rank() == 0:
         return run_unit(unit, config, run_dir)
@@ -341,6 +338,9 @@ def job_parameters(unit: Unit, launcher: LauncherConfig, *, study: str, dependen
     }
     if launcher.partition:
         params["slurm_partition"] = launcher.partition
+    # One failed process of a data-parallel job ends the job instead of leaving the others
+    # blocked in a collective until the time limit.
+    params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
     extra = {str(k): str(v) for k, v in launcher.slurm_options.items()}
     if dependencies:
         # Without kill-on-invalid-dep a job whose dependency failed would wait in the queue forever.
@@ -472,8 +472,7 @@ def run_jobs(executor: Any, todo: list[Unit], config: StudyConfig, run_dir: Path
         try:
             if slurm:
                 in_flight = submit_all(executor, todo, config, run_dir)
-                for unit in todo:
-                    tracker.started(unit)
+                tracker.queued(todo)
             submitted = set(in_flight)
             while True:
                 if not slurm and tracker.failure is None:
@@ -497,7 +496,7 @@ def run_jobs(executor: Any, todo: list[Unit], config: StudyConfig, run_dir: Path
                     if broken:  # Slurm dropped it (kill-on-invalid-dep): not a failure of its own
                         tracker.failed(units[uid], f"not run, its dependency {broken[0]} failed")
                     else:
-                        tracker.failed(units[uid], message, error)
+                        tracker.failed(units[uid], message, error, str(error) if error is not None else "")
                 if not ended:
                     time.sleep(poll_s)
         except BaseException:

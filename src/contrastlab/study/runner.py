@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import StudyConfig, config_hash, to_dict, to_yaml
+from ..distributed import is_distributed, rank
 from ..errors import RunDirectoryError
 from ..utils.io import read_json, write_json, write_text
 from ..utils.progress import live_display
@@ -27,10 +28,15 @@ class StudySummary:
     seconds: float = 0.0
 
 
+def study_hash(config: StudyConfig) -> str:
+    """Hash of everything that decides the results: not how or where the units run."""
+    return config_hash({k: v for k, v in to_dict(config).items() if k not in ("launcher", "device")})
+
+
 def prepare_run_dir(config: StudyConfig, run_dir: Path, force: bool = False) -> None:
     """Write the resolved config at the top of ``run_dir``; refuse a directory of another config."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    digest = config_hash(config)
+    digest = study_hash(config)
     study_file = run_dir / "study.json"
     if study_file.exists():
         previous = read_json(study_file).get("config_hash")
@@ -59,6 +65,8 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, force: bool = False, 
               build_report: bool = True) -> StudySummary:
     """Run every unit of the study that is not done yet, then write the report."""
     run_dir = Path(run_dir)
+    if is_distributed():  # under torchrun: every rank runs the same plan, see _run_distributed
+        return _run_distributed(config, run_dir, force=force, build_report=build_report)
     prepare_run_dir(config, run_dir, force)
     todo, done = pending_units(config, run_dir)
     summary = StudySummary(run_dir=run_dir, report=None, skipped=[u.id for u in done])
@@ -92,3 +100,28 @@ def _run_sequential(todo: list[Unit], config: StudyConfig, run_dir: Path, progre
             summary.ran.append(unit.id)
             display.advance(overall)
         display.update(overall, description="study: done")
+
+
+def _run_distributed(config: StudyConfig, run_dir: Path, *, force: bool, build_report: bool) -> StudySummary:
+    """The study under ``torchrun``: pretraining runs data-parallel on all ranks, every other unit
+    on rank 0 while the others wait; rank 0 alone writes the top files and the report."""
+    import torch.distributed as torch_dist
+
+    from .launchers import run_unit_distributed
+
+    started = time.perf_counter()
+    if rank() == 0:
+        prepare_run_dir(config, run_dir, force)
+    torch_dist.barrier()
+    todo, done = pending_units(config, run_dir)
+    summary = StudySummary(run_dir=run_dir, report=None, skipped=[u.id for u in done])
+    for unit in todo:
+        run_unit_distributed(unit, config, run_dir)
+        summary.ran.append(unit.id)
+    torch_dist.barrier()
+    if build_report and rank() == 0:
+        from ..report.build import build_report as make_report
+
+        summary.report = make_report(run_dir)
+    summary.seconds = time.perf_counter() - started
+    return summary

@@ -250,15 +250,21 @@ def is_done(unit: Unit, run_dir: Path) -> bool:
         return False
 
 
-def run_unit(unit: Unit, config: StudyConfig, run_dir: Path, progress: bool = False) -> float:
-    """Run ``unit`` (resuming its own partial work), write its ``done.json``; return seconds taken."""
+def prepare_unit_folder(unit: Unit, run_dir: Path) -> Path:
+    """Create the unit's folder and mark it as this unit's (``unit.json``). Partial work of another
+    configuration (reachable only with --force) is removed first: it must not be resumed."""
     folder = unit.folder(run_dir)
-    started_marker = folder / "unit.json"
-    if folder.exists() and (not started_marker.exists() or read_json(started_marker).get("key") != unit.key):
-        # Partial work of another configuration (reachable only with --force) must not be resumed.
+    marker = folder / "unit.json"
+    if folder.exists() and (not marker.exists() or read_json(marker).get("key") != unit.key):
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(started_marker, {"unit": unit.id, "key": unit.key})
+    write_json(marker, {"unit": unit.id, "key": unit.key})
+    return folder
+
+
+def run_unit(unit: Unit, config: StudyConfig, run_dir: Path, progress: bool = False) -> float:
+    """Run ``unit`` (resuming its own partial work), write its ``done.json``; return seconds taken."""
+    folder = prepare_unit_folder(unit, run_dir)
     record = {"unit": unit.id, "unit_key": unit.key, "study": config.name}
     started = time.perf_counter()
     runner = RUNNERS[unit.kind]

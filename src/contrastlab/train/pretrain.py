@@ -126,7 +126,10 @@ def pretrain(
         head = linear_classifier(net.feature_dim, train_set.num_classes)
     model = nn.Sequential(net, head)
     if sync_bn and world > 1:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif is_main:
+            log.warning("pretrain.sync_bn needs CUDA; BatchNorm statistics stay per process on %s", device)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -171,7 +174,8 @@ def pretrain(
                 optimizer.state[p]["momentum_buffer"] = buf.to(device)
         generator.set_state(tensors["rng.generator"])
         start_epoch = int(meta["epoch"])
-        log.info("resuming %s seed %d from epoch %d", method, seed, start_epoch)
+        if is_main:
+            log.info("resuming %s seed %d from epoch %d", method, seed, start_epoch)
     else:
         save(0)
 
@@ -188,7 +192,9 @@ def pretrain(
     images = torch.from_numpy(train_set.images).permute(0, 3, 1, 2).contiguous().to(device)  # (N, C, H, W) uint8
     labels = torch.from_numpy(train_set.labels).to(device)
     n_samples = len(labels)
-    steps_per_epoch = len(batches(torch.arange(n_samples), batch_size))
+    # Every rank needs at least one sample of a last batch, and one sample alone breaks BatchNorm.
+    min_batch = 2 * world
+    steps_per_epoch = len(batches(torch.arange(n_samples), batch_size, min_batch))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     model.train()
 
@@ -199,7 +205,7 @@ def pretrain(
                 group["lr"] = epoch_lr
             started, loss_sum, seen = time.perf_counter(), 0.0, 0
             permutation = torch.randperm(n_samples, generator=generator, device=device)
-            for batch in batches(permutation, batch_size):
+            for batch in batches(permutation, batch_size, min_batch):
                 # Every rank augments the whole global batch with the shared generator, so the
                 # views (and the generator's state) are those of a single-process run.
                 x = make_views(images[batch], objective.augmentation, n_views, generator,
@@ -224,7 +230,8 @@ def pretrain(
             rows.append({"epoch": epoch, "lr": epoch_lr, "loss": loss_sum / seen, "images_per_s": seen / seconds, "seconds": seconds})
             if is_main:
                 _write_metrics(metrics_path, rows)
-            log.info("%s seed %d epoch %d/%d loss %.4f", method, seed, epoch, epochs, loss_sum / seen)
+            if is_main:
+                log.info("%s seed %d epoch %d/%d loss %.4f", method, seed, epoch, epochs, loss_sum / seen)
             if epoch in save_at:
                 save(epoch)
 
