@@ -37,15 +37,15 @@ import contrastlab.train.pretrain as pretrain
 
 rank = os.environ["RANK"]
 log = open(os.environ["WRITES_LOG"] + ".rank" + rank, "a")
-real_save, real_metrics, real_views = pretrain.save_checkpoint, pretrain._write_metrics, pretrain.make_views
+real_save, real_metrics, real_views = pretrain.save_checkpoint, pretrain.write_csv, pretrain.make_views
 
 def save_checkpoint(path, *args, **kwargs):
     log.write(f"checkpoint {path}\\n"); log.flush()
     return real_save(path, *args, **kwargs)
 
-def write_metrics(path, rows):
+def write_metrics(path, rows, *args, **kwargs):
     log.write(f"metrics {path}\\n"); log.flush()
-    return real_metrics(path, rows)
+    return real_metrics(path, rows, *args, **kwargs)
 
 steps = [0]
 def make_views(*args, **kwargs):
@@ -54,7 +54,7 @@ def make_views(*args, **kwargs):
         raise RuntimeError("injected crash")
     return real_views(*args, **kwargs)
 
-pretrain.save_checkpoint, pretrain._write_metrics, pretrain.make_views = save_checkpoint, write_metrics, make_views
+pretrain.save_checkpoint, pretrain.write_csv, pretrain.make_views = save_checkpoint, write_metrics, make_views
 from contrastlab.cli import main
 sys.argv = ["contrastlab"] + sys.argv[1:]
 main()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -13,7 +12,7 @@ import numpy as np
 
 from ..config import StudyConfig
 from ..study.plan import Unit, plan_units, study_methods, task_name
-from ..utils.io import read_json, write_text
+from ..utils.io import csv_text, read_json, write_text
 
 # What the original study reported (DESIGN.md), for side-by-side comparison.
 PAPER_ACCURACY = {
@@ -80,23 +79,13 @@ def pivot_markdown(rows: list[dict], config: StudyConfig, cell: Callable[[dict],
     return "\n".join(lines) + "\n"
 
 
-def to_csv(rows: list[dict]) -> str:
-    if not rows:
-        return ""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
 def write_table(folder: Path, name: str, rows: list[dict], markdown: str | None = None) -> None:
-    write_text(folder / f"{name}.csv", to_csv(rows))
+    write_text(folder / f"{name}.csv", csv_text(rows) if rows else "")
     if markdown is not None:
         write_text(folder / f"{name}.md", markdown)
 

@@ -6,9 +6,7 @@ own folder; :func:`run_unit` writes ``done.json`` (the unit's completion marker)
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import logging
 import shutil
 import time
@@ -24,7 +22,7 @@ from ..data import ImageSet, load_dataset, make_task
 from ..models import architecture, build_encoder, classifier, linear_classifier
 from ..train.finetune import finetune
 from ..train.pretrain import pretrain, random_encoder
-from ..utils.io import load_array, read_json, save_array, write_json, write_text
+from ..utils.io import load_array, read_json, save_array, write_csv, write_json
 from ..utils.provenance import resolve_device
 from .plan import RANDOM, Unit
 
@@ -171,12 +169,9 @@ def robustness_curves(model: torch.nn.Module, images: torch.Tensor, labels: torc
         if attack == "pgd":
             kwargs.update(steps=settings.pgd_steps, seed=settings.seed)
         curve = robust_accuracy(model, images, labels, eps, attack=attack, batch_size=settings.batch_size, progress=progress, **kwargs)
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["eps", "eps_255", "accuracy", "loss"])
-        for e, acc, loss in zip(eps, curve.accuracy, curve.loss):
-            writer.writerow([f"{e:.8f}", f"{e * 255:g}", f"{acc:.6f}", f"{loss:.6f}"])
-        paths.append(write_text(folder / f"{attack}.csv", buffer.getvalue()))
+        rows = [{"eps": f"{e:.8f}", "eps_255": f"{e * 255:g}", "accuracy": f"{acc:.6f}", "loss": f"{loss:.6f}"}
+                for e, acc, loss in zip(eps, curve.accuracy, curve.loss)]
+        paths.append(write_csv(folder / f"{attack}.csv", rows))
     paths.append(write_json(folder / "robustness.json", {
         **meta, "kind": "robustness", "samples": len(labels), "attacks": list(settings.attacks),
         "space": settings.space, "pgd_steps": settings.pgd_steps, "eps_255": list(settings.eps_255),
@@ -219,11 +214,7 @@ def run_geometry(unit: Unit, config: StudyConfig, folder: Path, run_dir: Path, r
             rows.append({"method": meta["method"], "seed": meta["pretrain_seed"], "epoch": epoch, "t_w": float(t_w[epoch]),
                          **({"t_w_raw": float(t_raw[epoch])} if t_raw is not None else {})})
         trajectories.append(snapshots)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(folder / "progress.csv", buffer.getvalue())
+    write_csv(folder / "progress.csv", rows)
 
     n_classes = trajectories[0].shape[-1]
     truth = np.eye(n_classes, dtype=np.float32)[labels][None]  # P*, (1, N, C)

@@ -16,8 +16,6 @@ Run directory::
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,7 @@ from torch import nn
 from ..checkpoint import encoder_from_checkpoint, save_checkpoint
 from ..data import ImageSet
 from ..models import linear_classifier
-from ..utils.io import save_array, write_json, write_text
+from ..utils.io import save_array, write_csv, write_json
 from ..utils.progress import progress_bar
 from .schedule import cosine_lr
 
@@ -173,14 +171,6 @@ def train_probe(
     return ProbeRun(snapshots=snapshots, history=history, probe_state=probe.state_dict(), encoder_state=encoder_state)
 
 
-def _history_csv(history: list[dict[str, float]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
-    writer.writeheader()
-    writer.writerows(history)
-    return buffer.getvalue()
-
-
 def finetune(
     checkpoint: str | Path,
     task_train: ImageSet,
@@ -235,7 +225,7 @@ def finetune(
         **common, "kind": "snapshots", "split": analysis_split, "sample_order": SAMPLE_ORDER,
         "shape": list(run.snapshots.shape), "labels": analysis_set.labels.tolist(),
     })
-    write_text(out_dir / "history.csv", _history_csv(run.history))
+    write_csv(out_dir / "history.csv", run.history)
     final = run.history[-1]
     result = {
         **common, "kind": "result",

@@ -16,7 +16,6 @@ Run directory::
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import time
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ from ..checkpoint import read_checkpoint, save_checkpoint, subset, load_state
 from ..data import ImageSet
 from ..models import architecture, build_encoder, linear_classifier, projection_head
 from ..objectives import get_objective
-from ..utils.io import write_text
+from ..utils.io import write_csv
 from ..utils.progress import progress_bar
 from .schedule import cosine_lr
 
@@ -66,14 +65,6 @@ def _read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, str]]:
         return []
     with open(path, newline="") as f:
         return [row for row in csv.DictReader(f) if int(row["epoch"]) <= up_to_epoch]
-
-
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
 
 
 def pretrain(
@@ -229,7 +220,7 @@ def pretrain(
             seconds = time.perf_counter() - started
             rows.append({"epoch": epoch, "lr": epoch_lr, "loss": loss_sum / seen, "images_per_s": seen / seconds, "seconds": seconds})
             if is_main:
-                _write_metrics(metrics_path, rows)
+                write_csv(metrics_path, rows, METRIC_FIELDS)
             if is_main:
                 log.info("%s seed %d epoch %d/%d loss %.4f", method, seed, epoch, epochs, loss_sum / seen)
             if epoch in save_at:

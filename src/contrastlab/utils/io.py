@@ -9,6 +9,8 @@ half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import tempfile
@@ -59,6 +61,20 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def csv_text(rows: list[dict], fieldnames: list[str] | None = None) -> str:
+    """Rows of dicts as CSV text with a header (the first row's keys unless ``fieldnames``)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames or (list(rows[0]) if rows else []))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict], fieldnames: list[str] | None = None) -> Path:
+    """Write rows of dicts as a CSV file, atomically."""
+    return write_text(path, csv_text(rows, fieldnames))
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
