@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from contrastlab.checkpoint import encoder_from_checkpoint
 from contrastlab.data import make_task
 from contrastlab.errors import CheckpointError, DatasetError
 from contrastlab.models import architecture, linear_classifier, tiny_cnn
@@ -84,7 +85,13 @@ def test_finetune_writes_snapshots_with_sidecar(tmp_path):
     assert meta["labels"] == train.labels.tolist() and "class-ordered" in meta["sample_order"]
     assert read_json(tmp_path / "probe" / "result.json")["val_accuracy"] == result["val_accuracy"]
     assert 0 <= result["knn_accuracy"] <= 1
+    assert set(result["seconds"]) == {"features", "training"} and min(result["seconds"].values()) >= 0
     assert (tmp_path / "probe" / "history.csv").read_text().count("\n") == 6
+    # k-NN reuses the probe's cached features; it must equal k-NN on freshly extracted ones.
+    encoder = encoder_from_checkpoint(ckpt)[0]
+    fresh = [extract_features(encoder, s.images) for s in (train, val)]
+    expected = knn_accuracy(fresh[0], torch.from_numpy(train.labels), fresh[1], torch.from_numpy(val.labels), 20)
+    assert result["knn_accuracy"] == expected
 
 
 def test_foreign_checkpoint_and_missing_class_are_clear_errors(tmp_path):

@@ -23,6 +23,7 @@ from mpl_toolkits.mplot3d import Axes3D  # noqa: F401 - registers the "3d" proje
 
 from ..analysis.landscape import Surface
 from ..utils.io import atomic_path
+from .geometry_figures import method_colors
 
 log = logging.getLogger(__name__)
 
@@ -178,14 +179,14 @@ def plot_landscape_1d(
         raise ValueError("need at least one curve")
     figure = Figure(figsize=(9.0, 3.6), layout="constrained")
     loss_axis, accuracy_axis = figure.subplots(1, 2)
-    for i, (method, curve) in enumerate(curves.items()):
+    colours = method_colors(curves)
+    for method, curve in curves.items():
         if curve.ys is not None:
             raise ValueError(f"{method}: a 2-D surface; use plot_landscape_contours or plot_landscape_surfaces_3d")
         if np.shape(curve.loss) != (len(curve.xs),) or np.shape(curve.accuracy) != (len(curve.xs),):
             raise ValueError(f"{method}: loss and accuracy must have shape ({len(curve.xs)},)")
-        colour = f"C{i % 10}"
-        loss_axis.plot(curve.xs, curve.loss, color=colour, label=method)
-        accuracy_axis.plot(curve.xs, curve.accuracy, color=colour, label=method)
+        loss_axis.plot(curve.xs, curve.loss, color=colours[method], label=method)
+        accuracy_axis.plot(curve.xs, curve.accuracy, color=colours[method], label=method)
     loss_axis.set_ylabel("cross-entropy")
     accuracy_axis.set_ylabel("accuracy")
     accuracy_axis.set_ylim(-0.02, 1.02)

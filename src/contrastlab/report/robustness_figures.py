@@ -1,8 +1,8 @@
 """Robustness figure: accuracy and loss against ε·255, one panel column per task.
 
 Each method is drawn as the mean over seeds with a ±1 std band (sample std, ddof=1; no band
-for a single seed). Rows: accuracy (top), mean cross-entropy (bottom). Colours follow the
-order in which methods first appear, so a method keeps its colour across panels.
+for a single seed). Rows: accuracy (top), mean cross-entropy (bottom). Colours are the
+report's per-method colours (:func:`method_colors`), the same in every figure.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from ..analysis.attacks import RobustnessCurve
 from ..utils.io import atomic_path
+from .geometry_figures import method_colors
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,7 @@ def plot_robustness_curves(
     """
     if not curves or not all(curves.values()):
         raise ValueError("plot_robustness_curves needs at least one task, each with at least one method")
-    methods = list(dict.fromkeys(method for per_task in curves.values() for method in per_task))
-    colours = {method: f"C{i % 10}" for i, method in enumerate(methods)}
+    colours = method_colors(method for per_task in curves.values() for method in per_task)
 
     handles: dict[str, object] = {}  # one legend entry per method, whichever panel drew it first
     figure = Figure(figsize=(3.6 * len(curves), 6.0), layout="constrained")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,9 @@ class ProbeRun:
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch 0..E
     probe_state: dict[str, torch.Tensor] = field(default_factory=dict)
     encoder_state: dict[str, torch.Tensor] | None = None  # full mode only
+    # Frozen-encoder features {"train": (N, D), "val": (M, D)} on CPU, linear mode only (k-NN reuses them).
+    features: dict[str, torch.Tensor] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # "features" (linear mode) and "training"
 
 
 def _evaluate(forward, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int) -> tuple[float, float, torch.Tensor]:
@@ -120,10 +124,17 @@ def train_probe(
     probe = linear_classifier(encoder.feature_dim, n_classes).to(device)
     y_train = torch.from_numpy(train[1]).to(device)
     y_val = torch.from_numpy(val[1]).to(device)
+    seconds: dict[str, float] = {}
+    frozen_features = None
 
+    started = time.perf_counter()
     if mode == "linear":
         encoder.to(device)
-        x_train, x_val, x_analysis = (extract_features(encoder, a, device=device).to(device) for a in (train[0], val[0], analysis))
+        frozen_features = {"train": extract_features(encoder, train[0], device=device), "val": extract_features(encoder, val[0], device=device)}
+        # The analysis split is usually the train split itself: no third pass over it.
+        analysis_features = frozen_features["train"] if analysis is train[0] else extract_features(encoder, analysis, device=device)
+        x_train, x_val, x_analysis = (f.to(device) for f in (frozen_features["train"], frozen_features["val"], analysis_features))
+        seconds["features"] = time.perf_counter() - started
         trained: nn.Module = probe
         forward = probe
     elif mode == "full":
@@ -152,6 +163,7 @@ def train_probe(
         snapshots[epoch] = probs.cpu().numpy()
         history.append({"epoch": epoch, "lr": epoch_lr, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc})
 
+    started = time.perf_counter()
     record(0, 0.0)
     with progress_bar(epochs, f"probe ({mode})", progress) as advance:
         for epoch in range(1, epochs + 1):
@@ -167,8 +179,10 @@ def train_probe(
             record(epoch, epoch_lr)
             advance(1)
 
+    seconds["training"] = time.perf_counter() - started
     encoder_state = trained[0].state_dict() if mode == "full" else None
-    return ProbeRun(snapshots=snapshots, history=history, probe_state=probe.state_dict(), encoder_state=encoder_state)
+    return ProbeRun(snapshots=snapshots, history=history, probe_state=probe.state_dict(), encoder_state=encoder_state,
+                    features=frozen_features, seconds=seconds)
 
 
 def finetune(
@@ -195,7 +209,7 @@ def finetune(
         encoder, (task_train.images, task_train.labels), (task_val.images, task_val.labels), analysis_set.images,
         n_classes=task_train.num_classes, device=device, progress=progress, **probe_settings,
     )
-    features = {name: extract_features(encoder, s.images, device=device) for name, s in (("train", task_train), ("val", task_val))}
+    features = run.features or {name: extract_features(encoder, s.images, device=device) for name, s in (("train", task_train), ("val", task_val))}
     knn = knn_accuracy(features["train"], torch.from_numpy(task_train.labels), features["val"], torch.from_numpy(task_val.labels), knn_k)
 
     mode = probe_settings.get("mode", "linear")
@@ -232,6 +246,7 @@ def finetune(
         "val_accuracy": final["val_accuracy"], "val_loss": final["val_loss"],
         "train_accuracy": final["train_accuracy"], "train_loss": final["train_loss"],
         "knn_accuracy": knn, "knn_k": knn_k,
+        "seconds": {name: round(value, 3) for name, value in run.seconds.items()},
     }
     write_json(out_dir / "result.json", result)
     return result

@@ -1,0 +1,200 @@
+"""Pretraining throughput (training images/s) of contrastlab's loop against the usual way.
+
+    .venv/bin/python benchmarks/pretrain_throughput.py                       # CPU, widths 8 and 16
+    .venv/bin/python benchmarks/pretrain_throughput.py --device cuda --widths 32 64 --size 32 --images 20480
+
+For each method (SimCLR, SupCon, SupCE) and encoder width, two rows:
+
+- ``contrastlab``: :func:`contrastlab.train.pretrain` itself. The whole training set is one
+  uint8 tensor on the device, views are augmented there in one batched call, bf16 autocast
+  and channels_last on CUDA. images/s is the median of the per-epoch figures it writes to
+  ``metrics.csv``, the first epoch (warm-up) left out.
+- ``usual``: the same model, loss, optimizer and batch size fed the common way: a
+  ``DataLoader`` over PIL images with per-sample transforms in worker processes (the
+  contrastive recipe: random resized crop, flip, colour jitter p=0.8, grayscale p=0.2;
+  SupCE: crop and flip), float32 throughout. images/s over the epochs after the first. The
+  transforms are PIL operations, as torchvision's are on PIL images (torchvision itself is not
+  a dependency: its wheels pin one torch build each).
+
+An image counts once however many views it has, in both rows. The ratio column is
+contrastlab / usual. On a CPU both rows share the same cores, so the gain there comes from
+the data path alone; on a GPU the usual way is further limited by its CPU workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from contrastlab.data import ImageSet, load_dataset
+from contrastlab.models import build_encoder, linear_classifier, projection_head
+from contrastlab.objectives import get_objective
+from contrastlab.train.pretrain import pretrain
+from contrastlab.utils.io import csv_text
+
+METHODS = ("simclr", "supcon", "supce")
+TEMPERATURE = 0.2
+LR = 0.1
+
+
+class PILRecipe:
+    """One random view of a PIL image -> normalized float tensor (C, size, size), drawn with
+    Python's ``random`` per sample, as a torchvision pipeline on PIL images would."""
+
+    def __init__(self, recipe: str, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.recipe, self.size = recipe, size
+        self.mean = torch.tensor(mean).view(-1, 1, 1)
+        self.std = torch.tensor(std).view(-1, 1, 1)
+
+    def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """Random area in [0.2, 1] of the image, aspect ratio log-uniform in [3/4, 4/3]."""
+        for _ in range(10):
+            area = width * height * random.uniform(0.2, 1.0)
+            ratio = math.exp(random.uniform(math.log(3 / 4), math.log(4 / 3)))
+            w, h = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+            if 0 < w <= width and 0 < h <= height:
+                left, top = random.randint(0, width - w), random.randint(0, height - h)
+                return left, top, left + w, top + h
+        return 0, 0, width, height
+
+    def jitter(self, image: Image.Image) -> Image.Image:
+        """Brightness, contrast, saturation (0.4 each) and hue (0.1) in a random order."""
+        def hue(img: Image.Image) -> Image.Image:
+            h, s, v = img.convert("HSV").split()
+            shift = int(random.uniform(-0.1, 0.1) * 255)
+            h = h.point(lambda value: (value + shift) % 256)
+            return Image.merge("HSV", (h, s, v)).convert("RGB")
+
+        steps = [lambda img: ImageEnhance.Brightness(img).enhance(random.uniform(0.6, 1.4)),
+                 lambda img: ImageEnhance.Contrast(img).enhance(random.uniform(0.6, 1.4))]
+        if image.mode == "RGB":
+            steps += [lambda img: ImageEnhance.Color(img).enhance(random.uniform(0.6, 1.4)), hue]
+        random.shuffle(steps)
+        for step in steps:
+            image = step(image)
+        return image
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = image.resize((self.size, self.size), Image.BILINEAR, box=self.crop_box(*image.size))
+        if random.random() < 0.5:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        if self.recipe == "contrastive":
+            if random.random() < 0.8:
+                image = self.jitter(image)
+            if random.random() < 0.2 and image.mode == "RGB":
+                image = image.convert("L").convert("RGB")
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
+        pixels = pixels.unsqueeze(0) if pixels.dim() == 2 else pixels.permute(2, 0, 1)
+        return (pixels - self.mean) / self.std
+
+
+class ViewsDataset(Dataset):
+    """PIL images with ``views`` independently transformed copies each: item -> ((V, C, H, W), label)."""
+
+    def __init__(self, data: ImageSet, transform: PILRecipe, views: int) -> None:
+        grey = data.images.shape[-1] == 1
+        self.images = [Image.fromarray(image[..., 0] if grey else image, "L" if grey else "RGB") for image in data.images]
+        self.labels = torch.from_numpy(data.labels)
+        self.transform, self.views = transform, views
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[index]
+        return torch.stack([self.transform(image) for _ in range(self.views)]), self.labels[index]
+
+
+def usual_images_per_s(data: ImageSet, method: str, width: int, batch: int, epochs: int, workers: int, device: torch.device) -> float:
+    """Train ``epochs`` epochs the usual way; images/s over all epochs but the first."""
+    objective = get_objective(method)
+    torch.manual_seed(0)
+    # Normalization happens in the transform here, so the encoder's own Normalize is the identity.
+    channels = data.images.shape[-1]
+    encoder = build_encoder("resnet18", width=width, mean=(0.0,) * channels, std=(1.0,) * channels, in_channels=channels)
+    head = projection_head(encoder.feature_dim) if objective.head == "projection" else linear_classifier(encoder.feature_dim, data.num_classes)
+    model = nn.Sequential(encoder, head).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=1e-4)
+    dataset = ViewsDataset(data, PILRecipe(objective.augmentation, data.images.shape[1], data.mean, data.std), objective.views)
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=False,
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    timed_images, timed_seconds = 0, 0.0
+    for epoch in range(epochs):
+        started, seen = time.perf_counter(), 0
+        for views, labels in loader:
+            views, labels = views.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            outputs = model(views.flatten(0, 1)).view(len(labels), objective.views, -1)
+            loss = objective.loss(outputs, labels, temperature=TEMPERATURE)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(labels)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if epoch > 0:
+            timed_images += seen
+            timed_seconds += time.perf_counter() - started
+    return timed_images / timed_seconds
+
+
+def contrastlab_images_per_s(data: ImageSet, method: str, width: int, batch: int, epochs: int, device: torch.device) -> float:
+    """Run :func:`pretrain` for ``epochs`` epochs; median images/s of its epochs after the first."""
+    with tempfile.TemporaryDirectory() as out:
+        pretrain(data, out, method=method, width=width, epochs=epochs, batch_size=batch, lr=LR,
+                 temperature=TEMPERATURE, checkpoint_every=0, device=device)
+        rows = [line.split(",") for line in (Path(out) / "metrics.csv").read_text().splitlines()[1:]]
+    return statistics.median(float(row[3]) for row in rows[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--widths", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--size", type=int, default=16, help="image side (synth10 is drawn at this size)")
+    parser.add_argument("--images", type=int, default=2560, help="training images (synth10, balanced)")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per row; the first is warm-up")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for the usual way")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--csv", type=Path, default=None, help="also write the table here")
+    args = parser.parse_args()
+
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (the first is warm-up)")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    data = load_dataset("synth10", "train", image_size=args.size, per_class=args.images // 10, seed=0)
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"{len(data.labels)} images {args.size}x{args.size}, batch {args.batch}, {args.epochs} epochs per row, "
+          f"{args.workers} DataLoader workers for the usual way")
+
+    rows = []
+    for width in args.widths:
+        for method in args.methods:
+            ours = contrastlab_images_per_s(data, method, width, args.batch, args.epochs, device)
+            usual = usual_images_per_s(data, method, width, args.batch, args.epochs, args.workers, device)
+            rows.append({"method": method, "width": width, "contrastlab_img_s": round(ours, 1),
+                         "usual_img_s": round(usual, 1), "ratio": round(ours / usual, 2)})
+            print(f"{method:7s} width {width:3d}: contrastlab {ours:8.1f} img/s   usual {usual:8.1f} img/s   ratio {ours / usual:5.2f}", flush=True)
+
+    table = csv_text(rows, list(rows[0]))
+    print("\n" + table)
+    if args.csv is not None:
+        args.csv.write_text(table)
+
+
+if __name__ == "__main__":
+    main()
