@@ -30,14 +30,7 @@ from contrastlab.augment import (
     sample_jitter,
 )
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are small: intra-op threads add only overhead, and on a busy 2-core machine
-    every parallel op waits for a descheduled thread (measured: 100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 KORNIA_STEPS = {

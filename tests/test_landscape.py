@@ -29,13 +29,7 @@ STD = [0.25, 0.2, 0.3]
 N_CLASSES = 5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronization, which dominates on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomize_batchnorm(model: nn.Module, seed: int) -> None:

@@ -22,13 +22,7 @@ from contrastlab.models import classifier, linear_classifier, tiny_cnn
 N_CLASSES = 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronization, which dominates on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_mlp(seed: int = 0) -> nn.Sequential:

@@ -22,10 +22,9 @@ the input tensors are never written to.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ContrastlabError
+from ..models import eval_mode
 from ..registry import lookup
 from ..utils.progress import progress_bar
 
@@ -87,18 +87,6 @@ def _check_label_range(labels: torch.Tensor, logits: torch.Tensor) -> None:
 
 
 # --------------------------------------------------------------------------- pieces
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode; restore each one's own mode afterwards (mixed modes included)."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def find_normalization(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

@@ -60,7 +60,7 @@ from torch import nn
 from ..errors import ContrastlabError, RunDirectoryError
 from ..utils.io import is_complete, load_array, save_array
 from ..utils.progress import progress_bar
-from .attacks import eval_mode
+from ..models import eval_mode
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..utils.progress import progress_bar
-from .attacks import eval_mode
+from ..models import eval_mode
 from .landscape import LandscapeInputError, ParameterSelector, _check_batch, _check_label_range, parameter_mask
 
 log = logging.getLogger(__name__)

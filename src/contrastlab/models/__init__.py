@@ -6,7 +6,8 @@ Every encoder takes pixels in [0, 1] of shape (B, C, H, W) and normalizes them i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -146,6 +147,18 @@ def linear_classifier(in_dim: int, n_classes: int) -> nn.Linear:
 def classifier(encoder: nn.Module, head: nn.Module) -> nn.Sequential:
     """Encoder followed by a head; ``parameters()`` lists the encoder's first, then the head's."""
     return nn.Sequential(encoder, head)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode; restore each one's own mode afterwards (mixed modes included)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def architecture(encoder_name: str, width: int, in_channels: int, feature_dim: int) -> dict:
