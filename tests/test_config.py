@@ -17,7 +17,7 @@ def test_paper_preset_is_the_design_protocol():
     assert c.model.width == 64 and c.pretrain.epochs == 200 and c.finetune.epochs == 30
     assert c.pretrain.lr == {"simclr": 0.05, "supcon": 0.05, "supce": 0.2}
     assert c.seeds == [0, 10, 20, 30] and c.analysis.landscape.grid == 51
-    assert c.pretrain.temperature == 0.07 and c.finetune.weight_decay == 0.0
+    assert c.pretrain.temperature == {"simclr": 0.07, "supcon": 0.07} and c.finetune.weight_decay == 0.0
 
 
 def test_quick_preset_uses_the_paper_task_lists_on_synth():
@@ -29,6 +29,7 @@ def test_dotted_overrides_are_typed():
     c = load_config("quick", ["pretrain.epochs=5", "seeds=[3]", "data.tasks=[[1,2]]", "pretrain.lr.simclr=0.5", "data.root=/tmp/x"])
     assert c.pretrain.epochs == 5 and c.seeds == [3] and c.data.tasks == [[1, 2]]
     assert c.pretrain.lr["simclr"] == 0.5 and c.data.root == "/tmp/x"
+    assert load_config("quick", ["pretrain.temperature.supcon=0.1"]).pretrain.temperature == {"simclr": 0.2, "supcon": 0.1}
 
 
 @pytest.mark.parametrize(
@@ -41,6 +42,7 @@ def test_dotted_overrides_are_typed():
         (["methods=[simclr,byol]"], "unknown method 'byol'"),
         (["finetune.mode=half"], "finetune.mode must be"),
         (["pretrain.epochs=0"], "at least 1"),
+        (["pretrain.temperature=0.1"], "pretrain.temperature"),
     ],
 )
 def test_bad_overrides_are_one_line_errors(overrides, message):

@@ -57,8 +57,9 @@ class PretrainConfig:
     weight_decay: float = 1e-4
     min_lr_ratio: float = 0.001  # eta_min = eta_max * min_lr_ratio
     warmup_epochs: int = 0
-    temperature: float = 0.07
-    base_temperature: Optional[float] = None  # None: equal to temperature
+    # Per contrastive method, like lr: short runs want a different τ for SimCLR than for SupCon.
+    temperature: Dict[str, float] = field(default_factory=lambda: {"simclr": 0.07, "supcon": 0.07})
+    base_temperature: Optional[float] = None  # None: equal to the method's temperature
     loss_form: str = "out"  # "out" (SupContrast L_out) or "in"
     views: int = 2  # views per image for the contrastive objectives
     crop_scale_min: float = 0.2
@@ -244,6 +245,8 @@ def validate(config: StudyConfig) -> None:
             raise ConfigError(f"unknown method '{method}' in methods; valid: {', '.join(sorted(OBJECTIVES))}")
         if method not in config.pretrain.lr:
             raise ConfigError(f"pretrain.lr has no learning rate for method '{method}'")
+        if OBJECTIVES[method].head == "projection" and method not in config.pretrain.temperature:
+            raise ConfigError(f"pretrain.temperature has no temperature for method '{method}'")
     if not config.seeds:
         raise ConfigError("seeds is empty; give at least one seed")
     if config.finetune.mode not in ("linear", "full"):

@@ -97,7 +97,7 @@ def run_pretrain(unit: Unit, config: StudyConfig, folder: Path, record: dict, pr
         data, folder, method=unit.method, seed=unit.seed, encoder=config.model.encoder, width=config.model.width,
         projection_dim=config.model.projection_dim, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr[unit.method],
         momentum=p.momentum, weight_decay=p.weight_decay, min_lr_ratio=p.min_lr_ratio, warmup_epochs=p.warmup_epochs,
-        temperature=p.temperature, base_temperature=p.base_temperature, loss_form=p.loss_form, views=p.views,
+        temperature=p.temperature.get(unit.method, 0.07), base_temperature=p.base_temperature, loss_form=p.loss_form, views=p.views,
         crop_scale_min=p.crop_scale_min, checkpoint_epochs=p.checkpoint_epochs, checkpoint_every=p.checkpoint_every,
         sync_bn=p.sync_bn, device=local_device(config.device), record=record, progress=progress,
     )

@@ -136,7 +136,8 @@ def pretrain(
         "architecture": arch,
         "normalization": {"mean": list(train_set.mean), "std": list(train_set.std)},
         "dataset": train_set.name,
-        "settings": {"lr": lr, "batch_size": batch_size, "temperature": temperature, "views": n_views, "world_size": world},
+        "settings": {"lr": lr, "batch_size": batch_size, "views": n_views, "world_size": world,
+                     "temperature": temperature if objective.head == "projection" else None},  # SupCE has none
         "record": record or {},
     }
 
