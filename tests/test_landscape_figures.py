@@ -79,6 +79,15 @@ def test_3d_surfaces_share_z_limits_and_colours(tmp_path):
         plot_landscape_surfaces_3d(SURFACES, zmax=0.1)
 
 
+def test_3d_loss_is_clipped_at_the_contour_range_by_default():
+    steep = {name: Surface(s.xs, s.ys, s.loss + 1000 * (s.loss - s.loss.min()), s.accuracy) for name, s in SURFACES.items()}
+    figure = plot_landscape_surfaces_3d(steep)
+    assert {axis.get_zlim()[1] for axis in figure.axes if axis.name == "3d"} == {4.0}
+    figure = plot_landscape_surfaces_3d(SURFACES, metric="accuracy")
+    top = max(float(np.nanmax(s.accuracy)) for s in SURFACES.values())
+    assert {axis.get_zlim()[1] for axis in figure.axes if axis.name == "3d"} == {top}
+
+
 def test_1d_curves_are_overlaid(tmp_path):
     path = tmp_path / "curves.png"
     figure = plot_landscape_1d({"SimCLR": curve(1.0), "SupCE": curve(4.0)}, path=path)

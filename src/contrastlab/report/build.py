@@ -276,7 +276,10 @@ def _geometry_section(ctx: ReportContext) -> None:
                 row["paper (raw-p)"] = PAPER_FINAL_PROGRESS[method][u.task]
             final_rows.append(row)
 
-        coords, meta = load_array(u.folder(ctx.run_dir) / "inpca.npy")
+        inpca_path = u.folder(ctx.run_dir) / "inpca.npy"
+        if not inpca_path.exists():  # a study of the random-init baseline alone has no map
+            continue
+        coords, meta = load_array(inpca_path)
         runs: dict[str, list[int]] = defaultdict(list)
         truth = None
         for i, point in enumerate(meta["points"]):
@@ -289,7 +292,8 @@ def _geometry_section(ctx: ReportContext) -> None:
         kwargs = dict(truth_coords=truth, explained=meta["explained"], eigenvalues=meta["eigenvalues"])
         path = _save_figure(ctx, plot_inpca_map(coords_by_run, method_of_run, title=f"InPCA, {name}", **kwargs), f"inpca_{name}")
         section.body.append(f"<h3>InPCA of the probes' trajectories, {name}</h3>")
-        section.body.append(_img(path, f"InPCA map {name}: each run from epoch 0 (light) to the last epoch (dark); ★ = truth P*"))
+        section.body.append(_img(path, f"InPCA map {name}: each run from epoch 0 (light) to the last epoch (dark); ★ = truth P*. "
+                                       "Pretrained methods only: the random-init baseline's probes would set the axes (its t_w is above)."))
         # plotly.js is inlined once (in the first interactive map); the later ones reuse it.
         section.body.append(inpca_map_html(coords_by_run, method_of_run, title=f"InPCA (interactive), {name}",
                                            include_plotlyjs=interactive_first, div_id=f"inpca-{name}", **kwargs))

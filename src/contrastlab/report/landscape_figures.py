@@ -28,6 +28,9 @@ from .geometry_figures import method_colors
 log = logging.getLogger(__name__)
 
 LOSS_LEVELS = np.arange(0.1, 4, 0.3)
+# Default top of the 3-D loss surfaces: the contour figure's range. Far from θ* the loss runs
+# into the thousands, and a z axis scaled to that draws every basin as a flat floor.
+LOSS_ZMAX = 4.0
 ACCURACY_LEVELS = np.linspace(0.0, 1.0, 11)
 METRICS = ("loss", "accuracy")
 FILLS = ("contourf", "heatmap")
@@ -130,8 +133,9 @@ def plot_landscape_surfaces_3d(
 ) -> Figure:
     """One 3-D surface per method, side by side, with shared z limits and colour scale.
 
-    Values above ``zmax`` (default: the largest finite value over all surfaces) are drawn at
-    ``zmax``, so a steep rim does not flatten the basins of the others.
+    Values above ``zmax`` are drawn at ``zmax``, so a steep rim does not flatten the basins.
+    Default: :data:`LOSS_ZMAX` for the loss (the largest value if that is lower), the largest
+    finite value for the accuracy.
     """
     values = _checked_2d(surfaces, metric)
     finite = np.concatenate([z[np.isfinite(z)] for z in values.values()])
@@ -139,7 +143,8 @@ def plot_landscape_surfaces_3d(
         raise ValueError("the surfaces hold no finite value")
     low = float(finite.min())
     if zmax is None:
-        high = float(finite.max()) if finite.max() > low else low + 1.0  # a flat surface still needs a z range
+        high = float(finite.max()) if metric == "accuracy" else min(float(finite.max()), LOSS_ZMAX)
+        high = high if high > low else low + 1.0  # a flat surface still needs a z range
     elif float(zmax) > low:
         high = float(zmax)
     else:

@@ -204,23 +204,31 @@ def run_geometry(unit: Unit, config: StudyConfig, folder: Path, run_dir: Path, r
     from ..analysis.progress import progress as progress_of
 
     g = config.analysis.geometry
-    rows, trajectories, labels = [], [], None
+    rows, trajectories, points, labels = [], [], [], None
     for dep in unit.deps:
         snapshots, meta = load_array(run_dir / dep / "snapshots.npy")
         labels = np.asarray(meta["labels"])
         t_w = progress_of(snapshots, labels)
         t_raw = progress_of(snapshots, labels, raw_probabilities=True) if g.raw_probabilities else None
-        for epoch in range(len(snapshots)):
-            rows.append({"method": meta["method"], "seed": meta["pretrain_seed"], "epoch": epoch, "t_w": float(t_w[epoch]),
-                         **({"t_w_raw": float(t_raw[epoch])} if t_raw is not None else {})})
-        trajectories.append(snapshots)
+        run_rows = [{"method": meta["method"], "seed": meta["pretrain_seed"], "epoch": epoch, "t_w": float(t_w[epoch]),
+                     **({"t_w_raw": float(t_raw[epoch])} if t_raw is not None else {})} for epoch in range(len(snapshots))]
+        rows += run_rows
+        # The random-init baseline's probes wander far in prediction space; in the InPCA map they
+        # would set the axes and squeeze the pretrained methods into a corner (the paper's map
+        # has only the three methods). Its progress t_w is still reported.
+        if meta["method"] != RANDOM:
+            trajectories.append(snapshots)
+            points += [{"method": r["method"], "seed": r["seed"], "epoch": r["epoch"]} for r in run_rows]
     write_csv(folder / "progress.csv", rows)
+    if not trajectories:
+        log.info("InPCA skipped for %s: no pretrained method's probes", unit.id)
+        return
 
     n_classes = trajectories[0].shape[-1]
     truth = np.eye(n_classes, dtype=np.float32)[labels][None]  # P*, (1, N, C)
     stacked = np.concatenate(trajectories + [truth])  # (runs*(E+1) + 1, N, C)
     result = inpca(stacked, n_components=g.n_components)
-    points = [{"method": r["method"], "seed": r["seed"], "epoch": r["epoch"]} for r in rows] + [{"method": "truth", "seed": None, "epoch": None}]
+    points.append({"method": "truth", "seed": None, "epoch": None})
     save_array(folder / "inpca.npy", result.coords, {
         **record, "kind": "inpca", "task_classes": config.data.tasks[unit.task], "split": config.finetune.analysis_split,
         "points": points, "eigenvalues": np.asarray(result.eigenvalues).tolist(), "explained": np.asarray(result.explained).tolist(),
