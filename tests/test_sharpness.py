@@ -219,3 +219,25 @@ def test_bad_options_are_errors():
         hessian_trace(model, images, labels, params="9")
     with pytest.raises(LandscapeInputError, match=r"lie in \[0, 3\)"):
         hessian_trace(model, images, labels + 3, samples=3)
+
+
+def test_channels_last_strided_images_do_not_crash_the_hessian(tmp_path):
+    """torch 2.13's CPU double backward corrupts the heap on a channels_last-strided batch of 125
+    with 2 threads (the quick study crashed on it); the operator feeds contiguous batches. Run in
+    a subprocess: the failure is an abort, not an exception."""
+    script = (
+        "import torch\n"
+        "from contrastlab.analysis.sharpness import hessian_top_eigenvalues\n"
+        "from contrastlab.models import classifier, linear_classifier, resnet18\n"
+        "torch.set_num_threads(2); torch.manual_seed(0)\n"
+        "encoder = resnet18(width=8)\n"
+        "model = classifier(encoder, linear_classifier(encoder.feature_dim, 5))\n"
+        "images = torch.rand(125, 16, 16, 3).permute(0, 3, 1, 2)  # NHWC memory, as from a uint8 dataset\n"
+        "labels = torch.arange(125) % 5\n"
+        "print(hessian_top_eigenvalues(model, images, labels, k=1, iters=2, seed=0))\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

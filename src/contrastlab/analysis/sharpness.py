@@ -90,7 +90,9 @@ def hessian_operator(
         product = [torch.zeros_like(p) for p in selected]
         with torch.enable_grad():
             for start in range(0, n, batch_size):
-                x = images[start : start + batch_size].to(device)
+                # contiguous: torch 2.13's CPU double backward through a convolution corrupts the
+                # heap on some channels_last-strided batches (e.g. 125 images on 2 threads).
+                x = images[start : start + batch_size].to(device).contiguous()
                 y = labels[start : start + batch_size].to(device)
                 logits = model(x)
                 _check_label_range(y, logits.shape[1])

@@ -20,7 +20,7 @@ from ..config import RobustnessConfig, StudyConfig
 from ..distributed import local_device
 from ..data import ImageSet, load_dataset, make_task
 from ..models import architecture, build_encoder, classifier, linear_classifier
-from ..train.finetune import finetune
+from ..train.finetune import finetune, to_tensor
 from ..train.pretrain import pretrain, random_encoder
 from ..utils.io import load_array, read_json, save_array, write_csv, write_json
 from ..utils.provenance import resolve_device
@@ -81,8 +81,7 @@ def analysis_data(config: StudyConfig, task: int, samples: int | None) -> tuple[
     train, val = task_sets(config, task)
     split = train if config.finetune.analysis_split == "train" else val
     keep = balanced_subset(split.labels, samples)
-    images = torch.from_numpy(split.images[keep]).permute(0, 3, 1, 2).float().div(255)
-    return images, torch.from_numpy(split.labels[keep])
+    return to_tensor(split.images[keep]), torch.from_numpy(split.labels[keep])
 
 
 # ---- stages -----------------------------------------------------------------------------

@@ -40,8 +40,8 @@ SAMPLE_ORDER = "class-ordered: the samples of the task's first class in dataset 
 
 
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [0, 1]."""
-    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255)
+    """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [0, 1], contiguous (not NHWC-strided)."""
+    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255).contiguous()
 
 
 @torch.inference_mode()
