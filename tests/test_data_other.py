@@ -53,6 +53,7 @@ def test_fashion_mnist_gzipped_idx(tmp_path):
     np.testing.assert_array_equal(test.labels, arrays["t10k-labels-idx1-ubyte"])
     assert train.classes[0] == "T-shirt/top" and train.classes[9] == "Ankle boot"
     assert train.mean == test.mean and len(train.mean) == 1
+    assert train.images.flags.writeable and train.labels.flags.writeable  # torch warns on read-only arrays
 
 
 def test_fashion_mnist_raw_idx_in_torchvision_layout_resized_to_rgb(tmp_path):

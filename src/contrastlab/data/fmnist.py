@@ -71,7 +71,8 @@ def read_idx(path: Path) -> np.ndarray:
     expected = int(np.prod(shape))
     if len(raw) - header != expected:
         raise DatasetError(f"fashion-mnist: {path} holds {len(raw) - header} data bytes, its header says {expected} (truncated?)")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    # A writable copy: a read-only view of the bytes makes torch warn (and forbids in-place use) downstream.
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()
 
 
 @functools.lru_cache(maxsize=2)
