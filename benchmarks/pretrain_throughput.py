@@ -24,6 +24,7 @@ the data path alone; on a GPU the usual way is further limited by its CPU worker
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import random
 import statistics
@@ -153,8 +154,9 @@ def contrastlab_images_per_s(data: ImageSet, method: str, width: int, batch: int
     with tempfile.TemporaryDirectory() as out:
         pretrain(data, out, method=method, width=width, epochs=epochs, batch_size=batch, lr=LR,
                  temperature=TEMPERATURE, checkpoint_every=0, device=device)
-        rows = [line.split(",") for line in (Path(out) / "metrics.csv").read_text().splitlines()[1:]]
-    return statistics.median(float(row[3]) for row in rows[1:])
+        with open(Path(out) / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+    return statistics.median(float(row["images_per_s"]) for row in rows[1:])
 
 
 def main() -> None:

@@ -27,10 +27,10 @@ from .geometry_figures import method_colors
 
 log = logging.getLogger(__name__)
 
-LOSS_LEVELS = np.arange(0.1, 4, 0.3)
-# Default top of the 3-D loss surfaces: the contour figure's range. Far from θ* the loss runs
+# Top of the loss contours and default top of the 3-D loss surfaces. Far from θ* the loss runs
 # into the thousands, and a z axis scaled to that draws every basin as a flat floor.
 LOSS_ZMAX = 4.0
+LOSS_LEVELS = np.arange(0.1, LOSS_ZMAX, 0.3)
 ACCURACY_LEVELS = np.linspace(0.0, 1.0, 11)
 METRICS = ("loss", "accuracy")
 FILLS = ("contourf", "heatmap")
