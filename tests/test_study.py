@@ -16,6 +16,7 @@ from contrastlab.config import load_config
 from contrastlab.errors import RunDirectoryError
 from contrastlab.study.plan import plan_units
 from contrastlab.study.runner import run_study
+from contrastlab.study.units import prepare_unit_folder
 from helpers import MICRO_STUDY
 
 pytestmark = pytest.mark.slow
@@ -111,6 +112,17 @@ def test_other_config_is_refused_and_force_recomputes_only_what_changed(finished
     assert snapshot == {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}  # nothing touched
     summary = run_study(changed, copy, force=True, build_report=False)
     assert sorted(summary.ran) == sorted(u.id for u in plan_units(changed) if u.kind == "robustness")
+
+
+def test_resumed_unit_keeps_its_partial_work_but_not_temporaries_of_killed_writes(micro_config, tmp_path):
+    unit = next(u for u in plan_units(micro_config) if u.kind == "landscape")
+    folder = prepare_unit_folder(unit, tmp_path)
+    (folder / "partial.npy").write_bytes(b"resume me")
+    orphan = folder / ".surface.npy.k1ll3d.tmp"  # what a SIGKILL inside atomic_path leaves behind
+    orphan.write_bytes(b"half")
+    prepare_unit_folder(unit, tmp_path)
+    assert not orphan.exists()
+    assert (folder / "partial.npy").read_bytes() == b"resume me"
 
 
 def test_sigkill_mid_study_resumes_without_redoing_finished_units(finished_study, tmp_path):

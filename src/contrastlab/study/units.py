@@ -22,7 +22,7 @@ from ..data import ImageSet, load_dataset, make_task
 from ..models import architecture, build_encoder, classifier, linear_classifier
 from ..train.finetune import finetune, to_tensor
 from ..train.pretrain import pretrain, random_encoder
-from ..utils.io import load_array, read_json, save_array, write_csv, write_json
+from ..utils.io import load_array, read_json, remove_orphaned_temporaries, save_array, write_csv, write_json
 from ..utils.provenance import resolve_device
 from .plan import RANDOM, Unit
 
@@ -250,11 +250,14 @@ def is_done(unit: Unit, run_dir: Path) -> bool:
 
 def prepare_unit_folder(unit: Unit, run_dir: Path) -> Path:
     """Create the unit's folder and mark it as this unit's (``unit.json``). Partial work of another
-    configuration (reachable only with --force) is removed first: it must not be resumed."""
+    configuration (reachable only with --force) is removed first: it must not be resumed. Of this
+    unit's own partial work, only the temporaries of writes cut short by a kill are removed."""
     folder = unit.folder(run_dir)
     marker = folder / "unit.json"
     if folder.exists() and (not marker.exists() or read_json(marker).get("key") != unit.key):
         shutil.rmtree(folder)
+    elif folder.exists():
+        remove_orphaned_temporaries(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(marker, {"unit": unit.id, "key": unit.key})
     return folder

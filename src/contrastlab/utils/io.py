@@ -21,12 +21,15 @@ from typing import Any
 import numpy as np
 
 
+TEMPORARY_SUFFIX = ".tmp"  # atomic_path's temporaries: ".<name>.<random>.tmp" beside the target
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -35,6 +38,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def remove_orphaned_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temporary files that :func:`atomic_path` left under ``folder`` when its process
+    was killed mid-write; return how many. Only for a folder no other process is writing to."""
+    orphans = [p for p in Path(folder).rglob(f".*{TEMPORARY_SUFFIX}") if p.is_file()]
+    for orphan in orphans:
+        orphan.unlink()
+    return len(orphans)
 
 
 def _json_default(obj: Any) -> Any:
