@@ -131,6 +131,20 @@ class AnalysisConfig:
 
 
 @dataclass
+class ClaimsConfig:
+    """Thresholds of the paper's three claims, each tested with three outcomes (report/claims.py)."""
+
+    flatness_margin: float = 2.0  # claim 1: sharpness ratios within [1/m, m] count as "similarly flat"
+    robustness_eps_max_255: float = 8.0  # claim 3: area under accuracy-vs-eps over [0, this/255] (pixel units)
+
+
+@dataclass
+class ReportConfig:
+    confidence: float = 0.95  # level of every confidence interval and test in the report
+    claims: ClaimsConfig = field(default_factory=ClaimsConfig)
+
+
+@dataclass
 class LauncherConfig:
     kind: str = "sequential"  # "sequential", "local" or "slurm"
     jobs: int = 1
@@ -148,12 +162,16 @@ class StudyConfig:
     methods: List[str] = field(default_factory=lambda: ["simclr", "supcon", "supce"])
     seeds: List[int] = field(default_factory=lambda: [0, 10, 20, 30])
     random_init_baseline: bool = True  # probe a random encoder of the same architecture too
-    device: str = "auto"
+    device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
+    # "auto": bf16 autocast for pretraining on CUDA, fp32 for every analysis and everything on CPU;
+    # "fp32": fp32 everywhere (TF32 matmuls on CUDA); "bf16": bf16 autocast everywhere.
+    precision: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
 
 

@@ -18,8 +18,17 @@ class CheckpointError(ContrastlabError):
 
 
 class RunDirectoryError(ContrastlabError):
-    """A run directory that holds results of another configuration."""
+    """A run directory that holds results of another configuration, or is held by another run."""
 
 
-class NotBuiltError(ContrastlabError):
-    """A subcommand or option that exists in the interface but is not implemented yet."""
+class StorageError(ContrastlabError, OSError):
+    """A file could not be written or read: permission, read-only file system, disk full."""
+
+
+class CorruptFileError(ContrastlabError, ValueError):
+    """A stored file (JSON sidecar, manifest, array, checkpoint) that cannot be parsed or holds
+    non-finite values."""
+
+
+class NonFiniteError(ContrastlabError, FloatingPointError):
+    """Training produced a non-finite loss (NaN or inf); the unit is not marked finished."""
