@@ -78,7 +78,19 @@ def test_progress_curves_panels_bands_and_png(tmp_path):
     assert bands == [3, 3, 3, 0]
     mean_line = visible[0].lines[0].get_ydata()
     np.testing.assert_allclose(mean_line, progress["[0,1,2,3,4]"]["simclr"].mean(axis=0))
-    assert "original study (final)" in legend_texts(figure)
+    assert "original study (final, raw-p)" in legend_texts(figure)
+
+
+def test_progress_curves_draw_the_raw_formula_dashed():
+    rng = np.random.default_rng(2)
+    progress = {"t": {"simclr": rng.uniform(0, 1, (2, 5)), "supce": rng.uniform(0, 1, (2, 5))}}
+    raw = {"t": {"simclr": rng.uniform(0, 1, (2, 5))}}
+    figure = plot_progress_curves(progress, raw_progress=raw)
+    lines = figure.axes[0].lines
+    assert [line.get_linestyle() for line in lines] == ["-", "-", "--"]
+    np.testing.assert_allclose(lines[2].get_ydata(), raw["t"]["simclr"].mean(axis=0))
+    assert lines[2].get_color() == lines[0].get_color()  # the method's colour
+    assert "raw-p formula" in legend_texts(figure)
 
 
 @pytest.mark.parametrize("call, message", [

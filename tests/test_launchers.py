@@ -1,4 +1,5 @@
-"""Parallel launchers: the local process pool and the Slurm path through submitit.
+"""Launchers: the one ready-unit loop over its sequential, local (process pool) and Slurm
+(submitit) backends; the torchrun backend is tested in test_torchrun.py.
 
 A micro study run with ``--launcher local --jobs 2`` writes the same numbers as the sequential
 run (same torch thread count per unit, so bit-identical on CPU) and resumes after a cut; the
@@ -25,8 +26,7 @@ from safetensors.torch import load_file
 from contrastlab.config import load_config
 from contrastlab.errors import ContrastlabError
 from contrastlab.study.launchers import (
-    UnitFailedError, job_parameters, pending_dependencies, run_local, run_parallel, run_unit_job,
-    slurm_jobs, submit_all, threads_per_job,
+    UnitFailedError, job_parameters, pending_dependencies, run_unit_job, run_units, submit_all, threads_per_job,
 )
 from contrastlab.study.plan import Unit, plan_units
 from contrastlab.study.runner import pending_units, prepare_run_dir, run_study
@@ -121,7 +121,7 @@ def test_pending_dependencies_drop_finished_units_and_keep_plan_order():
     assert graph["finetune/supce/seed0/task-0-1-2"] == ["pretrain/supce/seed0"]
     geometry = next(u for u in todo if u.kind == "geometry")
     assert graph[geometry.id] == list(geometry.deps) and len(geometry.deps) == 3  # simclr, supce, random
-    assert [u for u, _ in slurm_jobs(todo)] == todo
+    assert list(graph) == [u.id for u in todo]
     with pytest.raises(ContrastlabError, match="listed before its dependency"):
         pending_dependencies(list(reversed(todo)))
 
@@ -209,12 +209,12 @@ def test_slurm_launcher_without_slurm_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun here
     config = micro_config("launcher.kind=slurm")
     with pytest.raises(ContrastlabError, match="found no Slurm|needs submitit"):
-        run_parallel(plan_units(config)[:1], config, tmp_path)
+        run_units(plan_units(config)[:1], config, tmp_path)
 
 
-# ---- the local scheduler on stand-in units --------------------------------------------------
+# ---- the loop on stand-in units: sequential and local backends -------------------------------
 
-def record_run(unit: Unit, config, run_dir: Path) -> float:
+def record_run(unit: Unit, config, run_dir: Path, progress: bool = False) -> float:
     """A stand-in unit runner (top level, so spawn workers import it): logs its start and end,
     fails when ``run_dir/fail-<id>`` exists, writes done.json otherwise."""
     started = time.time()
@@ -223,7 +223,7 @@ def record_run(unit: Unit, config, run_dir: Path) -> float:
         raise ValueError(f"injected failure in {unit.id}")
     folder = unit.folder(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "times.json").write_text(json.dumps([started, time.time(), torch.get_num_threads()]))
+    (folder / "times.json").write_text(json.dumps([started, time.time(), torch.get_num_threads(), progress, os.getpid()]))
     (folder / "done.json").write_text(json.dumps({"key": unit.key}))
     return time.time() - started
 
@@ -234,10 +234,31 @@ def toy_units() -> list[Unit]:
     return [Unit("finetune", uid, f"key-{uid}", deps=deps) for uid, deps in spec.items()]
 
 
+def test_sequential_backend_runs_in_plan_order_in_this_process_and_stops_at_the_first_failure(tmp_path):
+    config = micro_config()  # launcher.kind: sequential
+    assert config.launcher.kind == "sequential"
+    units = toy_units()
+    (tmp_path / "fail-c").write_text("")
+    with pytest.raises(UnitFailedError, match=r"unit c failed: ValueError: injected failure in c") as info:
+        run_units(units, config, tmp_path, runner=record_run)
+    assert info.value.unit_id == "c" and "2 of 5 units finished" in str(info.value)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert [u.id for u in units if is_done(u, tmp_path)] == ["a", "b"]  # d and e never started
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
+
+    (tmp_path / "fail-c").unlink()
+    todo = [u for u in units if not is_done(u, tmp_path)]
+    assert run_units(todo, config, tmp_path, runner=record_run, progress=True) == ["c", "d", "e"]
+    times = [json.loads((tmp_path / uid / "times.json").read_text()) for uid in "abcde"]
+    assert all(earlier[1] <= later[0] for earlier, later in zip(times, times[1:]))  # one at a time, in plan order
+    assert {t[4] for t in times} == {os.getpid()}  # in this process
+    assert [t[3] for t in times] == [False, False, True, True, True]  # the stages draw into the study's display
+
+
 def test_local_scheduler_respects_dependencies_and_the_job_limit(tmp_path):
     config = micro_config("launcher.kind=local", f"launcher.jobs={JOBS}")
     units = toy_units()
-    ran = run_local(units, config, tmp_path, runner=record_run)
+    ran = run_units(units, config, tmp_path, runner=record_run)
     assert sorted(ran) == ["a", "b", "c", "d", "e"]
     times = {u.id: json.loads((tmp_path / u.id / "times.json").read_text()) for u in units}
     for unit in units:
@@ -254,12 +275,12 @@ def test_local_failure_stops_scheduling_names_the_unit_and_resumes(tmp_path):
     units = toy_units()
     (tmp_path / "fail-c").write_text("")
     with pytest.raises(UnitFailedError, match=r"unit c failed: ValueError: injected failure in c") as info:
-        run_local(units, config, tmp_path, runner=record_run)
+        run_units(units, config, tmp_path, runner=record_run)
     assert info.value.unit_id == "c" and "2 of 5 units finished" in str(info.value)
     assert [u.id for u in units if is_done(u, tmp_path)] == ["a", "b"]
     (tmp_path / "fail-c").unlink()
     todo = [u for u in units if not is_done(u, tmp_path)]
-    assert run_local(todo, config, tmp_path, runner=record_run) == ["c", "d", "e"]
+    assert run_units(todo, config, tmp_path, runner=record_run) == ["c", "d", "e"]
 
 
 # ---- the micro study ------------------------------------------------------------------------
@@ -295,7 +316,7 @@ def test_slurm_path_runs_through_submitit_local_executor(sequential, tmp_path):
     chain = [u for u in todo if u.method == "supce" and (u.task in (None, 0))]  # pretrain -> probe -> analyses
     assert [u.kind for u in chain][:2] == ["pretrain", "finetune"] and len(chain) >= 3
     executor = submitit.AutoExecutor(folder=tmp_path / "slurm", cluster="local")
-    ran = run_parallel(chain, config, tmp_path, executor=executor)
+    ran = run_units(chain, config, tmp_path, executor=executor)
     assert sorted(ran) == sorted(u.id for u in chain)
     assert ran.index(chain[0].id) < ran.index(chain[1].id) < ran.index(chain[2].id)
     assert all(is_done(u, tmp_path) for u in chain)
@@ -313,6 +334,6 @@ def test_failing_slurm_job_names_its_unit(tmp_path):
     (tmp_path / chain[0].id / "unit.json").write_text("not json")  # makes run_unit fail at once
     executor = submitit.AutoExecutor(folder=tmp_path / "slurm", cluster="local")
     with pytest.raises(UnitFailedError, match=r"unit pretrain/supce/seed0 failed: job \d+: .*Error") as info:
-        run_parallel(chain, config, tmp_path, executor=executor)
+        run_units(chain, config, tmp_path, executor=executor)
     assert info.value.unit_id == chain[0].id and not is_done(chain[1], tmp_path)
     assert not (tmp_path / chain[1].id).exists()  # its dependent was never submitted

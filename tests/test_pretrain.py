@@ -1,9 +1,11 @@
+import json
+
 import pytest
 import torch
 
 import contrastlab.train.pretrain as pretrain_module
 from contrastlab.checkpoint import encoder_from_checkpoint, read_checkpoint
-from contrastlab.errors import CheckpointError
+from contrastlab.errors import CheckpointError, NonFiniteError
 from contrastlab.models import architecture
 from contrastlab.train.pretrain import batches, latest_checkpoint, pretrain
 from helpers import blob_imageset
@@ -76,3 +78,58 @@ def test_incomplete_checkpoint_is_reported(tmp_path):
     (tmp_path / "junk.json").write_text("{}")
     with pytest.raises(CheckpointError, match="corrupt"):
         read_checkpoint(tmp_path / "junk.safetensors")
+
+
+def test_precision_is_explicit_and_recorded(tmp_path):
+    data = blob_imageset()
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; valid: fp32, bf16"):
+        pretrain(data, tmp_path / "bad", method="supce", seed=0, precision="fp16", **SETTINGS)
+    assert not (tmp_path / "bad").exists()
+    for precision in ("fp32", "bf16"):
+        final = pretrain(data, tmp_path / precision, method="supce", seed=0, precision=precision, **{**SETTINGS, "epochs": 1})
+        _, meta = read_checkpoint(tmp_path / precision / "checkpoints" / "epoch_0001.safetensors")
+        assert meta["settings"]["precision"] == precision and meta["generator_device"] == "cpu"
+        assert read_checkpoint(final)[1]["settings"]["precision"] == precision
+
+
+def test_resume_on_another_device_type_is_one_line_naming_both(tmp_path):
+    data = blob_imageset()
+    settings = {**SETTINGS, "epochs": 2}
+    pretrain(data, tmp_path / "straight", method="simclr", seed=3, **settings)
+    # A run cut after epoch 1 on CPU resumes bit-identically on CPU ...
+    pretrain(data, tmp_path / "cut", method="simclr", seed=3, **{**settings, "epochs": 1})
+    (tmp_path / "cut" / "encoder.safetensors").unlink()
+    resumed = pretrain(data, tmp_path / "cut", method="simclr", seed=3, **settings)
+    a, _ = read_checkpoint(tmp_path / "straight" / "encoder.safetensors")
+    b, _ = read_checkpoint(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # ... but not when its sidecar says the generator was a CUDA one (Philox state).
+    fake = tmp_path / "from_cuda"
+    pretrain(data, fake, method="simclr", seed=3, **{**settings, "epochs": 1})
+    sidecar = fake / "checkpoints" / "epoch_0001.json"
+    meta = json.loads(sidecar.read_text())
+    meta["generator_device"] = "cuda"
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"written by a run on cuda .* cannot be restored on cpu: resume on cuda, or start a new --out") as info:
+        pretrain(data, fake, method="simclr", seed=3, **settings)
+    assert "\n" not in str(info.value)
+
+
+def test_resume_recognizes_the_generator_of_a_checkpoint_without_a_device(tmp_path):
+    data = blob_imageset()
+    pretrain(data, tmp_path, method="supce", seed=0, **{**SETTINGS, "epochs": 1})
+    sidecar = tmp_path / "checkpoints" / "epoch_0001.json"
+    meta = json.loads(sidecar.read_text())
+    del meta["generator_device"]  # written before the sidecar recorded it
+    sidecar.write_text(json.dumps(meta))
+    pretrain(data, tmp_path, method="supce", seed=0, **{**SETTINGS, "epochs": 2})  # CPU state: resumes
+    assert latest_checkpoint(tmp_path).stem == "epoch_0002"
+
+
+@pytest.mark.parametrize("bad_lr", [float("inf"), float("nan")])
+def test_non_finite_loss_stops_the_run_before_the_epoch_checkpoint(tmp_path, bad_lr):
+    data = blob_imageset()
+    with pytest.raises(NonFiniteError, match=r"pretraining simclr seed 2: loss is nan at epoch 1 \(step [1-4]\); lower pretrain.lr.simclr"):
+        pretrain(data, tmp_path, method="simclr", seed=2, **{**SETTINGS, "lr": bad_lr})
+    assert latest_checkpoint(tmp_path).stem == "epoch_0000"
+    assert not (tmp_path / "metrics.csv").exists() and not (tmp_path / "encoder.safetensors").exists()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from contrastlab.analysis.landscape import LandscapeInputError, parameter_mask
+from contrastlab.analysis.checks import LandscapeInputError, parameter_mask
 from contrastlab.analysis.sharpness import (
     hessian_operator,
     hessian_top_eigenvalues,
@@ -68,10 +68,10 @@ def test_top_eigenvalues_match_the_exact_hessian_within_one_percent():
     images, labels = make_batch()
     exact = torch.linalg.eigvalsh(exact_hessian(model, images, labels)).flip(0).numpy()
     assert exact.size == 53
-    top = hessian_top_eigenvalues(model, images, labels, k=3, iters=30, batch_size=16)
+    top = hessian_top_eigenvalues(model, images, labels, k=3, iters=30, batch_size=16, normalization="none").values
     assert top.shape == (3,) and np.all(np.diff(top) <= 0)
     np.testing.assert_allclose(top, exact[:3], rtol=0.01)
-    np.testing.assert_allclose(hessian_top_eigenvalues(model, images, labels), exact[:1], rtol=0.01)
+    np.testing.assert_allclose(hessian_top_eigenvalues(model, images, labels, normalization="none").values, exact[:1], rtol=0.01)
 
 
 def test_trace_matches_the_exact_hessian_within_one_percent():
@@ -79,15 +79,15 @@ def test_trace_matches_the_exact_hessian_within_one_percent():
     images, labels = make_batch()
     exact = exact_hessian(model, images, labels).trace().item()
     # Hutch++ is exact once its sketch (samples // 3 products) spans the 53 parameters.
-    estimate = hessian_trace(model, images, labels, samples=3 * 53)
+    estimate = hessian_trace(model, images, labels, samples=3 * 53, normalization="none")
     assert estimate.value == pytest.approx(exact, rel=0.01)
     assert estimate.std_error == 0.0
     # Plain Hutchinson is unbiased; it is near the truth in units of its own standard error.
-    plain = hessian_trace(model, images, labels, samples=300, seed=3, method="hutchinson")
+    plain = hessian_trace(model, images, labels, samples=300, seed=3, method="hutchinson", normalization="none")
     assert plain.matvecs == 300 and plain.std_error > 0
     assert abs(plain.value - exact) < 4 * plain.std_error
     # With fewer products Hutch++ is an estimate too, with a smaller error than Hutchinson's.
-    partial = hessian_trace(model, images, labels, samples=90, seed=3)
+    partial = hessian_trace(model, images, labels, samples=90, seed=3, normalization="none")
     assert 0 < partial.std_error and abs(partial.value - exact) < 4 * partial.std_error
 
 
@@ -101,27 +101,27 @@ def test_a_batchnorm_convnet_in_eval_mode_and_a_parameter_subset():
     images, labels = torch.rand(20, 3, 6, 6), torch.randint(0, N_CLASSES, (20,))
     full = exact_hessian(model, images, labels)
     assert full.shape == (153, 153)
-    top = hessian_top_eigenvalues(model, images, labels, k=1, iters=40)
+    top = hessian_top_eigenvalues(model, images, labels, k=1, iters=40, normalization="none").values
     assert top[0] == pytest.approx(torch.linalg.eigvalsh(full)[-1].item(), rel=0.01)
     assert model.training  # mode restored
 
     # The probe's Hessian is the trailing block of the full one.
     probe = exact_hessian(model, images, labels, params="1")
     torch.testing.assert_close(probe, full[-15:, -15:])
-    top_probe = hessian_top_eigenvalues(model, images, labels, k=2, iters=15, params="1")
+    top_probe = hessian_top_eigenvalues(model, images, labels, k=2, iters=15, params="1", normalization="none").values
     np.testing.assert_allclose(top_probe, torch.linalg.eigvalsh(probe).flip(0)[:2].numpy(), rtol=0.01)
-    assert hessian_trace(model, images, labels, samples=45, params="1").value == pytest.approx(probe.trace().item(), rel=0.01)
+    assert hessian_trace(model, images, labels, samples=45, params="1", normalization="none").value == pytest.approx(probe.trace().item(), rel=0.01)
 
 
 def test_results_do_not_depend_on_batch_size_or_sample_order():
     model = make_mlp()
     images, labels = make_batch()
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
-    reference = hessian_top_eigenvalues(model, images, labels, k=2, batch_size=40)
-    shuffled = hessian_top_eigenvalues(model, images[order], labels[order], k=2, batch_size=7)
+    reference = hessian_top_eigenvalues(model, images, labels, k=2, batch_size=40, normalization="none").values
+    shuffled = hessian_top_eigenvalues(model, images[order], labels[order], k=2, batch_size=7, normalization="none").values
     np.testing.assert_allclose(shuffled, reference, rtol=1e-4)
-    trace_a = hessian_trace(model, images, labels, samples=30, batch_size=40)
-    trace_b = hessian_trace(model, images[order], labels[order], samples=30, batch_size=7)
+    trace_a = hessian_trace(model, images, labels, samples=30, batch_size=40, normalization="none")
+    trace_b = hessian_trace(model, images[order], labels[order], samples=30, batch_size=7, normalization="none")
     assert trace_b.value == pytest.approx(trace_a.value, rel=1e-4)
 
 
@@ -130,7 +130,7 @@ def test_hessian_vector_products_equal_the_exact_hessian_times_v():
     images, labels = make_batch()
     hessian = exact_hessian(model, images, labels)
     v = torch.randn(hessian.shape[0], generator=torch.Generator().manual_seed(0))
-    with hessian_operator(model, images, labels, batch_size=9) as (matvec, dim):
+    with hessian_operator(model, images, labels, batch_size=9, normalization="none") as (matvec, dim):
         assert dim == hessian.shape[0]
         product = matvec(v)
     torch.testing.assert_close(product.double(), hessian @ v.double(), rtol=1e-4, atol=1e-6)
@@ -143,17 +143,17 @@ def test_lanczos_on_a_known_spectrum():
     eigenvalues = torch.tensor([5.0, 3.0, 2.5, 1.0, 0.5, 0.1, -2.0, -4.0], dtype=torch.float64)
     rotation, _ = torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
     matrix = rotation @ torch.diag(eigenvalues) @ rotation.T
-    top = lanczos_top_eigenvalues(lambda v: matrix @ v, 8, k=3, iters=8, dtype=torch.float64)
+    top = lanczos_top_eigenvalues(lambda v: matrix @ v, 8, k=3, iters=8, dtype=torch.float64).values
     np.testing.assert_allclose(top, [5.0, 3.0, 2.5], rtol=1e-10)
     # Largest algebraic, not largest magnitude: -4 is not "top".
-    assert lanczos_top_eigenvalues(lambda v: matrix @ v, 8, k=1, iters=50, dtype=torch.float64)[0] == pytest.approx(5.0)
+    assert lanczos_top_eigenvalues(lambda v: matrix @ v, 8, k=1, iters=50, dtype=torch.float64).values[0] == pytest.approx(5.0)
 
 
 def test_lanczos_stops_at_an_invariant_subspace():
     identity = lambda v: 2.0 * v  # noqa: E731 - every start vector spans an invariant subspace
-    assert lanczos_top_eigenvalues(identity, 10, k=1, iters=10, dtype=torch.float64)[0] == pytest.approx(2.0)
+    assert lanczos_top_eigenvalues(identity, 10, k=1, iters=10, dtype=torch.float64).values[0] == pytest.approx(2.0)
     with pytest.raises(LandscapeInputError, match="invariant subspace"):
-        lanczos_top_eigenvalues(identity, 10, k=2, iters=10, dtype=torch.float64)
+        lanczos_top_eigenvalues(identity, 10, k=2, iters=10, dtype=torch.float64).values
 
 
 def test_hutchinson_is_exact_for_a_diagonal_operator():
@@ -189,8 +189,8 @@ def test_parameters_grads_flags_and_modes_are_restored():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flags = [p.requires_grad for p in model.parameters()]
 
-    hessian_top_eigenvalues(model, images, labels, k=1, iters=5)
-    hessian_trace(model, images, labels, samples=6, params="3")
+    hessian_top_eigenvalues(model, images, labels, k=1, iters=5, normalization="none").values
+    hessian_trace(model, images, labels, samples=6, params="3", normalization="none")
 
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key])
@@ -206,22 +206,22 @@ def test_a_frozen_parameter_is_still_differentiated_when_selected():
     for p in model.parameters():
         p.requires_grad_(False)
     exact = torch.linalg.eigvalsh(exact_hessian(model, images, labels)).flip(0)[:1].numpy()
-    np.testing.assert_allclose(hessian_top_eigenvalues(model, images, labels, iters=40), exact, rtol=0.01)
+    np.testing.assert_allclose(hessian_top_eigenvalues(model, images, labels, iters=40, normalization="none").values, exact, rtol=0.01)
 
 
 def test_bad_options_are_errors():
     model = make_mlp()
     images, labels = make_batch()
     with pytest.raises(LandscapeInputError, match="cannot give k=3"):
-        hessian_top_eigenvalues(model, images, labels, k=3, iters=2)
+        hessian_top_eigenvalues(model, images, labels, k=3, iters=2, normalization="none").values
     with pytest.raises(LandscapeInputError, match="method"):
-        hessian_trace(model, images, labels, method="exact")
+        hessian_trace(model, images, labels, method="exact", normalization="none")
     with pytest.raises(LandscapeInputError, match="samples"):
-        hessian_trace(model, images, labels, samples=2)
+        hessian_trace(model, images, labels, samples=2, normalization="none")
     with pytest.raises(LandscapeInputError, match="selects no parameter"):
-        hessian_trace(model, images, labels, params="9")
+        hessian_trace(model, images, labels, params="9", normalization="none")
     with pytest.raises(LandscapeInputError, match=r"lie in \[0, 3\)"):
-        hessian_trace(model, images, labels + 3, samples=3)
+        hessian_trace(model, images, labels + 3, samples=3, normalization="none")
 
 
 def test_channels_last_strided_images_do_not_crash_the_hessian():
@@ -237,7 +237,7 @@ def test_channels_last_strided_images_do_not_crash_the_hessian():
         "model = classifier(encoder, linear_classifier(encoder.feature_dim, 5))\n"
         "images = torch.rand(125, 16, 16, 3).permute(0, 3, 1, 2)  # NHWC memory, as from a uint8 dataset\n"
         "labels = torch.arange(125) % 5\n"
-        "print(hessian_top_eigenvalues(model, images, labels, k=1, iters=2, seed=0))\n"
+        "print(hessian_top_eigenvalues(model, images, labels, k=1, iters=2, seed=0).values)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -4,12 +4,14 @@ The documented command line runs; only rank 0 writes checkpoints and metrics (ev
 is logged per rank by a wrapper around the CLI); the sidecars record the world size; a run
 cut mid-epoch resumes from its last checkpoint and ends with the same weights as an uncut
 run. (BatchNorm statistics are per rank, so no comparison with a single process here; the
-gathered loss and gradients are compared in test_distributed.py.)
+gathered loss and gradients are compared in test_distributed.py.) The study's torchrun backend
+runs a plan of stand-in units in order on rank 0 while rank 1 waits, and stops at a failing unit.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -110,3 +112,59 @@ def test_torchrun_pretrain_writes_once_records_world_size_and_resumes(tmp_path):
     assert [r["loss"] for r in metrics(cut)] == [r["loss"] for r in metrics(straight)]
     a, b = load_file(straight / "encoder.safetensors"), load_file(cut / "encoder.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+STUDY_SCRIPT = '''
+"""run_units under torchrun on stand-in units: a, b; c after a; d after b and c."""
+import json, os, sys, time
+from pathlib import Path
+import torch.distributed as dist
+import contrastlab.study.launchers as launchers
+from contrastlab.config import load_config
+from contrastlab.study.plan import Unit
+
+dist.init_process_group("gloo")
+launchers.DISTRIBUTED_POLL_S = 0.05
+run_dir = Path(sys.argv[1])
+rank = dist.get_rank()
+
+def runner(unit, config, run_dir, progress=False):
+    with open(run_dir / "runs.log", "a") as log:
+        log.write(f"{unit.id} rank{rank}\\n")
+    time.sleep(0.3)  # rank 1 must wait for it, not race past
+    if (run_dir / f"fail-{unit.id}").exists():
+        raise ValueError(f"injected failure in {unit.id}")
+    unit.folder(run_dir).mkdir(parents=True, exist_ok=True)
+    (unit.folder(run_dir) / "done.json").write_text(json.dumps({"key": unit.key}))
+    return 0.3
+
+spec = {"a": (), "b": (), "c": ("a",), "d": ("b", "c")}
+units = [Unit("finetune", uid, "key-" + uid, deps=deps) for uid, deps in spec.items()]
+ran = launchers.run_units(units, load_config("quick", ["device=cpu"]), run_dir, runner=runner)
+(run_dir / f"ran.rank{rank}.json").write_text(json.dumps([ran, [u.id for u in units if (run_dir / u.id / "done.json").exists()]]))
+dist.destroy_process_group()
+'''
+
+
+def test_torchrun_backend_runs_the_plan_in_order_on_rank_0_while_the_others_wait(tmp_path):
+    script = tmp_path / "study.py"
+    script.write_text(STUDY_SCRIPT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ok, failing = tmp_path / "ok", tmp_path / "failing"
+    ok.mkdir()
+    done = subprocess.run(command + [str(ok)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (ok / "runs.log").read_text().splitlines() == ["a rank0", "b rank0", "c rank0", "d rank0"]
+    for rank in (0, 1):  # every rank saw each unit done, in plan order, before going on
+        ran, seen_done = json.loads((ok / f"ran.rank{rank}.json").read_text())
+        assert ran == ["a", "b", "c", "d"] and seen_done == ran
+
+    # A unit failing on rank 0 ends the whole run with its name; the units before it are kept.
+    failing.mkdir()
+    (failing / "fail-c").write_text("")
+    crashed = subprocess.run(command + [str(failing)], capture_output=True, text=True, env=env, timeout=300)
+    assert crashed.returncode != 0
+    assert "unit c failed: ValueError: injected failure in c" in crashed.stderr
+    assert (failing / "runs.log").read_text().splitlines() == ["a rank0", "b rank0", "c rank0"]
+    assert (failing / "b" / "done.json").exists() and not (failing / "d").exists()

@@ -8,20 +8,19 @@ after the weights, both atomically, so a checkpoint is complete exactly when its
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save as serialize
 from torch import nn
 
 from . import __version__
-from .errors import CheckpointError
+from .errors import CheckpointError, CorruptFileError
 from .models import build_encoder
-from .utils.io import atomic_path, read_json, write_json
+from .utils.io import read_json_object, write_with_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +36,39 @@ def subset(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
 
 
 def save_checkpoint(path: str | Path, parts: dict[str, dict[str, torch.Tensor]], meta: dict[str, Any]) -> Path:
-    """Save ``parts`` (e.g. ``{"encoder": sd, "head": sd}``) to ``path`` (.safetensors) and its sidecar."""
+    """Save ``parts`` (e.g. ``{"encoder": sd, "head": sd}``) to ``path`` (.safetensors) and its sidecar.
+
+    A failed write (permission, read-only file system, full disk) is a one-line StorageError;
+    neither a temporary nor a weights file without its sidecar is left behind.
+    """
     path = Path(path).with_suffix(".safetensors")
     flat: dict[str, torch.Tensor] = {}
     for name, tensors in parts.items():
         flat.update(_flatten(name, tensors))
-    with atomic_path(path) as tmp:
-        save_file(flat, str(tmp))
-    write_json(path.with_suffix(".json"), {"package_version": __version__, **meta})
-    return path
+    data = serialize(flat)  # bytes, written by atomic_path (safetensors' own writer makes 0600 files)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    return write_with_sidecar(path, write, {"package_version": __version__, **meta})
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load all tensors and the sidecar of a checkpoint; clear errors when missing or broken."""
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating tensor holding NaN or inf (one pass per tensor); None if none."""
+    for name, tensor in tensors.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
+def read_checkpoint(path: str | Path, check_finite: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load all tensors and the sidecar of a checkpoint; clear errors when missing or broken.
+
+    Every problem is a one-line CheckpointError: no file, no sidecar, a sidecar that is not a JSON
+    object, an unparsable or truncated weights file, and (with ``check_finite``) NaN/inf in any
+    floating tensor, named.
+    """
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
@@ -59,14 +78,26 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not sidecar.exists():
         raise CheckpointError(f"checkpoint {path} has no sidecar {sidecar.name}: it is incomplete; rerun the stage that writes it")
     try:
-        meta = read_json(sidecar)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint sidecar {sidecar} is unreadable ({exc}); rerun the stage that writes it") from None
+        meta = read_json_object(sidecar, "checkpoint sidecar")
+    except CorruptFileError as exc:  # names the sidecar and what is wrong with it
+        raise CheckpointError(str(exc)) from None
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint sidecar {sidecar} is unreadable ({_first_line(exc)}); rerun the stage that writes it") from None
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt ({str(exc).splitlines()[0]}); rerun the stage that writes it") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(exc)}); rerun the stage that writes it") from None
+    if check_finite:
+        bad = first_non_finite(tensors)
+        if bad is not None:
+            raise CheckpointError(
+                f"checkpoint {path} holds NaN/inf in tensor {bad}; the file is corrupt or the run diverged: delete it to recompute")
     return tensors, meta
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def describe_architecture(arch: dict[str, Any]) -> str:

@@ -65,6 +65,27 @@ def study(
         _say(summary_text(summary))
 
 
+def _run_single(config, kind: str, out: Path, *, method: str | None = None, seed: int | None = None, task: int | None = None,
+                inputs: dict[str, Path] | None = None, progress: bool = True) -> None:
+    """Run one stage on its own into ``out`` (locked like a study folder; a manifest is written last)."""
+    from .rundir import RunLock
+    from .study.context import unit_context
+    from .study.plan import single_unit
+    from .study.units import prepare_unit_folder, run_stage
+
+    unit = single_unit(config, kind, method=method, seed=seed, task=task,
+                       inputs={role: str(Path(p).resolve()) for role, p in (inputs or {}).items()})
+    with RunLock(out):
+        folder = prepare_unit_folder(unit, out)
+        run_stage(unit_context(unit, config, out, folder, progress))
+
+
+def _existing_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise ContrastlabError(f"{what} not found: {path}")
+    return path
+
+
 @app.command()
 def pretrain(
     method: str = typer.Option(..., "--method", "-m", help="simclr, supcon or supce"),
@@ -77,15 +98,11 @@ def pretrain(
     """Pretrain one encoder (resumes from the last complete checkpoint in --out)."""
     from .distributed import init_from_env, rank
     from .objectives import get_objective
-    from .study.plan import Unit
-    from .study.units import run_pretrain
 
     get_objective(method)
     config = load_config(preset, list(set_))
     init_from_env(config.device)
-    out.mkdir(parents=True, exist_ok=True)
-    unit = Unit("pretrain", str(out), "", method, seed)
-    run_pretrain(unit, config, out, {"preset": preset, "overrides": list(set_)}, progress)
+    _run_single(config, "pretrain", out, method=method, seed=seed, progress=progress and rank() == 0)
     if rank() == 0:
         _say(f"encoder: {out / 'encoder.safetensors'}")
 
@@ -100,6 +117,10 @@ def _parse_classes(text: str) -> list[int]:
     return classes
 
 
+def _with_task(overrides: list[str], classes: list[int]) -> list[str]:
+    return overrides + [f"data.tasks=[[{','.join(map(str, classes))}]]"]
+
+
 @app.command()
 def finetune(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="encoder checkpoint (.safetensors) from pretrain"),
@@ -111,21 +132,13 @@ def finetune(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Fit a linear probe (or, with --set finetune.mode=full, fine-tune everything) on one task."""
-    from .study.units import expected_architecture, task_sets
-    from .train.finetune import finetune as run
-    from .utils.provenance import resolve_device
+    from .utils.io import read_json
 
     classes = _parse_classes(task)
-    config = load_config(preset, list(set_) + [f"data.tasks=[[{','.join(map(str, classes))}]]"])
-    train, val = task_sets(config, 0)
-    f = config.finetune
-    result = run(
-        checkpoint, train, val, out, task_classes=classes, analysis_split=f.analysis_split,
-        expected_architecture=expected_architecture(config, train.images.shape[-1]), knn_k=f.knn_k,
-        record={"preset": preset, "overrides": list(set_)}, device=resolve_device(config.device), progress=progress,
-        mode=f.mode, epochs=f.epochs, batch_size=f.batch_size, lr=f.lr, momentum=f.momentum,
-        weight_decay=f.weight_decay, min_lr_ratio=f.min_lr_ratio, seed=seed,
-    )
+    config = load_config(preset, _with_task(list(set_), classes))
+    _existing_file(checkpoint, "encoder checkpoint")
+    _run_single(config, "finetune", out, seed=seed, task=0, inputs={"encoder": checkpoint}, progress=progress)
+    result = read_json(out / "result.json")
     _say(f"val accuracy {result['val_accuracy']:.4f}, k-NN accuracy {result['knn_accuracy']:.4f}; results in {out}")
 
 
@@ -140,10 +153,27 @@ def _parse_eps(text: str) -> list[float]:
         raise ContrastlabError(f"--eps must look like 1:15 or 0,1,2,4 (units of 1/255), got '{text}'") from None
 
 
+def _analyze(kind: str, checkpoint: Path, probe: Path, out: Path, preset: str, overrides: list[str], progress: bool) -> None:
+    """Run analysis ``kind`` on an encoder + probe given as files, on the probe's task."""
+    from .checkpoint import read_checkpoint
+
+    _existing_file(checkpoint, "encoder checkpoint")
+    _, meta = read_checkpoint(_existing_file(probe, "probe checkpoint"))
+    config = load_config(preset, _with_task(overrides, list(meta["task_classes"])))
+    _run_single(config, kind, out, method=meta.get("method"), seed=meta.get("pretrain_seed"), task=0,
+                inputs={"encoder": checkpoint, "probe": probe}, progress=progress)
+    for path in sorted(p for p in out.iterdir() if p.is_file() and not p.name.startswith(".")):
+        _say(f"wrote {path}")
+
+
+CHECKPOINT_OPTION = typer.Option(..., "--checkpoint", "-c", help="encoder checkpoint from pretrain")
+PROBE_OPTION = typer.Option(..., "--probe", help="probe checkpoint (probe.safetensors) from finetune")
+
+
 @analyze_app.command("robustness")
 def analyze_robustness(
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="encoder checkpoint from pretrain"),
-    probe: Path = typer.Option(..., "--probe", help="probe checkpoint (probe.safetensors) from finetune"),
+    checkpoint: Path = CHECKPOINT_OPTION,
+    probe: Path = PROBE_OPTION,
     eps: str = typer.Option("0:15", "--eps", help="epsilons in units of 1/255: 1:15 or 0,1,2,4"),
     out: Path = typer.Option(..., "--out", "-o"),
     attack: List[str] = typer.Option(["fgsm", "pgd"], "--attack", help="fgsm and/or pgd (repeatable)"),
@@ -152,13 +182,35 @@ def analyze_robustness(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """FGSM / PGD accuracy and loss against epsilon (pixel space) on the probe's task."""
-    from .study.units import robustness_from_files
+    eps_255 = ",".join(f"{e:g}" for e in _parse_eps(eps))
+    overrides = list(set_) + [f"analysis.robustness.eps_255=[{eps_255}]", f"analysis.robustness.attacks=[{','.join(attack)}]"]
+    _analyze("robustness", checkpoint, probe, out, preset, overrides, progress)
 
-    eps_255 = _parse_eps(eps)
-    config = load_config(preset, list(set_))
-    paths = robustness_from_files(config, checkpoint, probe, out, eps_255=eps_255, attacks=list(attack), progress=progress)
-    for path in paths:
-        _say(f"wrote {path}")
+
+@analyze_app.command("landscape")
+def analyze_landscape(
+    checkpoint: Path = CHECKPOINT_OPTION,
+    probe: Path = PROBE_OPTION,
+    out: Path = typer.Option(..., "--out", "-o"),
+    preset: str = typer.Option("quick", "--preset", "-p", help=PRESET_HELP),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """The 2-D loss landscape around encoder + probe (settings: analysis.landscape.*)."""
+    _analyze("landscape", checkpoint, probe, out, preset, list(set_), progress)
+
+
+@analyze_app.command("sharpness")
+def analyze_sharpness(
+    checkpoint: Path = CHECKPOINT_OPTION,
+    probe: Path = PROBE_OPTION,
+    out: Path = typer.Option(..., "--out", "-o"),
+    preset: str = typer.Option("quick", "--preset", "-p", help=PRESET_HELP),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Top Hessian eigenvalues and trace, raw and filter-normalized (settings: analysis.sharpness.*)."""
+    _analyze("sharpness", checkpoint, probe, out, preset, list(set_), progress)
 
 
 @app.command()
@@ -197,8 +249,19 @@ def data_info(
 
 
 def main() -> None:
+    import click
+
     try:
-        app()
+        # Not standalone: click would otherwise handle Ctrl-C itself and exit 130 without a word.
+        app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("interrupted; finished work is kept, run the same command again to resume", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
     except ContrastlabError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -208,6 +271,9 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted; finished work is kept, run the same command again to resume", err=True)
         sys.exit(130)
+    except OSError as exc:  # permission, read-only file system, disk full outside the atomic writers
+        typer.echo(f"error: cannot write or read {exc.filename or ''}: {exc.strerror or exc}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -32,17 +32,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ContrastlabError
 from ..models import eval_mode
+from ..models.batchnorm import fold_batchnorm
 from ..registry import lookup
 from ..utils.progress import progress_bar
+from .checks import AnalysisInputError, autocast, check_batch, check_label_range, check_positive_int, check_precision, model_device
 
 log = logging.getLogger(__name__)
 
 SPACES = ("pixel", "normalized")
+# robust_accuracy attacks a BN-folded view of the model by default (see its docstring).
+FOLD_BN_DEFAULT = False
 
 
-class AttackInputError(ContrastlabError, ValueError):
+class AttackInputError(AnalysisInputError):
     """An ε, image batch, label vector or option that an attack cannot work with."""
 
 
@@ -66,24 +69,11 @@ def _check_eps(eps: float) -> float:
 
 def _check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
     """Images: floating (B, ...) with values in [0, 1]; labels: integer (B,)."""
-    if not torch.is_tensor(images) or not images.is_floating_point():
-        raise AttackInputError(f"images must be a floating-point tensor of pixels in [0, 1], got {getattr(images, 'dtype', type(images))}")
-    if images.ndim < 2 or images.shape[0] == 0:
-        raise AttackInputError(f"images must have shape (B, ...) with B >= 1, got {tuple(images.shape)}")
-    if not torch.is_tensor(labels) or labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
-        raise AttackInputError(f"labels must be an integer tensor of class indices, got {getattr(labels, 'dtype', type(labels))}")
-    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise AttackInputError(f"labels must have shape ({images.shape[0]},) to match images {tuple(images.shape)}, got {tuple(labels.shape)}")
-    low, high = images.detach().aminmax()
-    if not (bool(low >= 0) and bool(high <= 1)):  # also false for NaN
-        raise AttackInputError(f"images must hold pixels in [0, 1], got values in [{low.item():.4g}, {high.item():.4g}]")
+    check_batch(images, labels, pixels=True, error=AttackInputError)
 
 
 def _check_label_range(labels: torch.Tensor, logits: torch.Tensor) -> None:
-    # cross_entropy would fail with a device-side assert on CUDA; say what is wrong instead.
-    n_classes = logits.shape[1]
-    if bool((labels < 0).any()) or bool((labels >= n_classes).any()):
-        raise AttackInputError(f"labels must lie in [0, {n_classes}) for a model with {n_classes} outputs, got [{int(labels.min())}, {int(labels.max())}]")
+    check_label_range(labels, logits.shape[1], error=AttackInputError)
 
 
 # --------------------------------------------------------------------------- pieces
@@ -133,19 +123,27 @@ def _budget_and_bounds(
     return eps * std, False
 
 
-def input_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """∇ₓ of the summed cross-entropy of ``model(images)``: (B, ...) -> (B, ...).
+def input_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """∇ₓ of the summed cross-entropy of ``model(images)``: (B, ...) -> (B, ...), images' dtype.
 
     The sum (not the mean) keeps each sample's gradient independent of the batch size in eval
     mode. ``torch.autograd.grad`` returns the gradient without accumulating into any ``.grad``.
+    ``precision="bf16"`` runs the forward pass under bf16 autocast; the loss is taken in fp32.
     """
     x = images.detach().requires_grad_(True)
     with torch.enable_grad():
-        logits = model(x)
+        with autocast(precision, x.device):
+            logits = model(x)
         _check_label_range(labels, logits)
-        loss = F.cross_entropy(logits, labels, reduction="sum")
+        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
         (gradient,) = torch.autograd.grad(loss, x)
     return gradient
+
+
+def _on_model_device(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch where the model computes (its first parameter; the images' device for a model without any)."""
+    device = model_device(model, default=images.device)
+    return images.to(device), labels.to(device)
 
 
 def _generator(seed: int | torch.Generator | None, device: torch.device) -> torch.Generator | None:
@@ -166,6 +164,7 @@ def fgsm(
     *,
     space: str = "pixel",
     normalization: tuple[torch.Tensor | Sequence[float], torch.Tensor | Sequence[float]] | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Fast gradient sign method: images (B, ...) in [0, 1], labels (B,) -> adversarial images (B, ...).
 
@@ -174,15 +173,19 @@ def fgsm(
     x_n = (x − mean)/std and no clamp, returned as pixels x̃ = x̃_n·std + mean — an effective
     pixel budget of ε·std (≈ 0.25·ε for CIFAR) that may leave [0, 1]. ``normalization=(mean,
     std)`` (per-channel sequences or tensors broadcastable to the images) overrides the
-    buffers found by :func:`find_normalization`.
+    buffers found by :func:`find_normalization`. The batch is moved to the model's device (its
+    first parameter's), where the result is returned; ``precision`` "fp32" | "bf16" (autocast of
+    the forward pass, see :func:`input_gradient`).
     """
     eps = _check_eps(eps)
     _check_batch(images, labels)
+    check_precision(precision, error=AttackInputError)
+    images, labels = _on_model_device(model, images, labels)
     with eval_mode(model):
         budget, clamp = _budget_and_bounds(model, images, eps, space, normalization)
         if eps == 0:
             return images.detach().clone()
-        gradient = input_gradient(model, images, labels)
+        gradient = input_gradient(model, images, labels, precision)
     adversarial = images.detach() + budget * gradient.sign()
     return adversarial.clamp(0, 1) if clamp else adversarial
 
@@ -199,6 +202,7 @@ def pgd(
     *,
     space: str = "pixel",
     normalization: tuple[torch.Tensor | Sequence[float], torch.Tensor | Sequence[float]] | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """ℓ∞ projected gradient descent: images (B, ...) in [0, 1], labels (B,) -> adversarial images (B, ...).
 
@@ -206,14 +210,15 @@ def pgd(
     ``steps`` times: x̃ ← Π(x̃ + α·sign ∇ₓ CE(f(x̃), y)), with Π the projection onto the ε-ball
     around x intersected with [0, 1] and α = ``step_size`` (default 2.5·ε/steps, so the
     iterates can cross the ball). ``seed``: an int seeds a fresh ``torch.Generator`` on the
-    images' device; a generator is used as is; None draws from torch's global generator.
-    ``space``/``normalization`` as in :func:`fgsm`: in normalized space ε and α are in
-    normalized units (ε·std and α·std in pixels) and nothing is clamped to [0, 1].
+    model's device; a generator is used as is; None draws from torch's global generator.
+    ``space``/``normalization``/``precision`` and devices as in :func:`fgsm`: in normalized
+    space ε and α are in normalized units (ε·std and α·std in pixels) and nothing is clamped.
     """
     eps = _check_eps(eps)
     _check_batch(images, labels)
-    if int(steps) != steps or steps < 1:
-        raise AttackInputError(f"steps must be an integer >= 1, got {steps}")
+    steps = check_positive_int(steps, "steps", error=AttackInputError)
+    check_precision(precision, error=AttackInputError)
+    images, labels = _on_model_device(model, images, labels)
     step_size = 2.5 * eps / steps if step_size is None else float(step_size)
     if not math.isfinite(step_size) or step_size < 0:
         raise AttackInputError(f"step_size must be a finite number >= 0, got {step_size}")
@@ -232,8 +237,8 @@ def pgd(
             generator = _generator(seed, images.device)
             noise = torch.rand(images.shape, generator=generator, dtype=images.dtype, device=images.device)
             adversarial = torch.minimum(torch.maximum(origin + (2 * noise - 1) * budget, lower), upper)
-        for _ in range(int(steps)):
-            gradient = input_gradient(model, adversarial, labels)
+        for _ in range(steps):
+            gradient = input_gradient(model, adversarial, labels, precision)
             stepped = adversarial + step_size * scale * gradient.sign()
             adversarial = torch.minimum(torch.maximum(stepped, lower), upper)
     return adversarial
@@ -253,18 +258,23 @@ def robust_accuracy(
     attack: str = "fgsm",
     batch_size: int = 256,
     *,
-    device: torch.device | str | None = None,
+    precision: str = "fp32",
+    fold_bn: bool = FOLD_BN_DEFAULT,
     progress: bool = False,
     **attack_kwargs: Any,
 ) -> RobustnessCurve:
     """Accuracy and mean CE of ``model`` under ``attack`` at every ε of ``eps_values`` (E,).
 
     ``images`` (N, ...) pixels in [0, 1] and ``labels`` (N,) are attacked in batches of
-    ``batch_size`` (moved to ``device``, default: where the images are); ε = 0 evaluates the
+    ``batch_size``, moved to the model's device (its first parameter's); ε = 0 evaluates the
     clean images. ``attack`` is a name in :data:`ATTACKS`; ``attack_kwargs`` go to it (e.g.
     ``steps``, ``space``). An int ``seed`` among them becomes one generator per ε shared by
     all batches, so batches draw different noise and each ε's result does not depend on the
-    other ε values in the sweep (it does depend on ``batch_size``).
+    other ε values in the sweep (it does depend on ``batch_size``). ``precision`` "fp32" |
+    "bf16": autocast of every forward pass; losses are accumulated in float64.
+    ``fold_bn``: attack and evaluate a view of the model with every conv→BatchNorm pair folded
+    into one convolution (the same function in eval mode, so the same input gradients up to
+    float rounding; one pass over each activation map less).
     """
     attack_fn = lookup(ATTACKS, attack, "attack")
     eps_array = np.asarray(eps_values.detach().cpu() if torch.is_tensor(eps_values) else eps_values, dtype=np.float64).reshape(-1)
@@ -273,18 +283,21 @@ def robust_accuracy(
     for eps in eps_array:
         _check_eps(eps)
     _check_batch(images, labels)
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise AttackInputError(f"batch_size must be an integer >= 1, got {batch_size}")
-    device = images.device if device is None else torch.device(device)
+    batch_size = check_positive_int(batch_size, "batch_size", error=AttackInputError)
+    check_precision(precision, error=AttackInputError)
+    device = model_device(model, default=images.device)
     seed = attack_kwargs.pop("seed", None)
+    if attack_kwargs.get("space") == "normalized" and attack_kwargs.get("normalization") is None:
+        attack_kwargs["normalization"] = find_normalization(model)  # before folding hides the buffers' owner
 
     n = images.shape[0]
-    starts = range(0, n, int(batch_size))
+    starts = range(0, n, batch_size)
     accuracy = np.zeros(len(eps_array))
     loss = np.zeros(len(eps_array))
     with eval_mode(model), progress_bar(len(eps_array) * len(starts), f"{attack} sweep", progress) as advance:
+        evaluated = fold_batchnorm(model)[0] if fold_bn else model
         for i, eps in enumerate(eps_array):
-            kwargs = dict(attack_kwargs)
+            kwargs = dict(attack_kwargs, precision=precision)
             if seed is not None:
                 kwargs["seed"] = _generator(seed, device)
             correct, total_loss = 0, 0.0
@@ -292,12 +305,12 @@ def robust_accuracy(
                 x = images[start : start + batch_size].to(device)
                 y = labels[start : start + batch_size].to(device)
                 if eps > 0:
-                    x = attack_fn(model, x, y, float(eps), **kwargs)
-                with torch.no_grad():
-                    logits = model(x)
-                    _check_label_range(y, logits)
-                    total_loss += F.cross_entropy(logits.double(), y, reduction="sum").item()
-                    correct += int((logits.argmax(1) == y).sum())
+                    x = attack_fn(evaluated, x, y, float(eps), **kwargs)
+                with torch.no_grad(), autocast(precision, device):
+                    logits = evaluated(x)
+                _check_label_range(y, logits)
+                total_loss += F.cross_entropy(logits.double(), y, reduction="sum").item()
+                correct += int((logits.argmax(1) == y).sum())
                 advance(1)
             accuracy[i], loss[i] = correct / n, total_loss / n
             log.debug("%s eps=%.5f accuracy=%.4f loss=%.4f", attack, eps, accuracy[i], loss[i])

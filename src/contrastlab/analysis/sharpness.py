@@ -1,47 +1,59 @@
 """Sharpness as numbers: the top eigenvalues and the trace of the loss Hessian.
 
 H is the Hessian of L(θ) = (1/N) Σ_n CE(f_θ(images_n), labels_n) with respect to the selected
-parameters (``params``, as in :func:`contrastlab.analysis.landscape.parameter_mask`), at the
+parameters (``params``, see :func:`contrastlab.analysis.checks.parameter_mask`), at the
 model's current parameters, in eval mode. H is never formed: every method only needs
 Hessian-vector products, computed by double backpropagation and accumulated over batches of
 samples (H·v = Σ_batches ∂/∂θ ⟨∂L_batch/∂θ, v⟩ with L_batch the batch's share of L).
 
-- :func:`hessian_top_eigenvalues`: Lanczos with full reorthogonalization; returns the largest
-  (algebraic) Ritz values. ``iters`` Lanczos steps store ``iters`` vectors of the size of the
-  selected parameters.
+- ``normalization="filter"`` (default): the Hessian in filter-normalized coordinates,
+  H_f = S H S with S the norm of each filter (slice along dim 0 of a parameter with ≥ 2 dims)
+  broadcast over its elements and 0 for 1-D parameters (biases, BN γ and β) — the step of the
+  landscape's filter-normalized directions. Rescaling a filter that a following BatchNorm
+  undoes changes the raw H but not H_f (Dinh et al., ICML 2017: raw sharpness is not
+  scale-invariant). The 1-D parameters, whose rows and columns of H_f are zero, are left out
+  of the operator. ``"none"``: the raw Hessian.
+- :func:`hessian_top_eigenvalues`: Lanczos with full reorthogonalization; stops once the top
+  ``k`` Ritz values change by less than ``tol`` (relative) from one step to the next, after
+  ``iters`` steps at most. Returns an :class:`EigenEstimate` (values, iterations, tol, converged).
 - :func:`hessian_trace`: Hutchinson's estimator E[vᵀHv] = tr H with Rademacher v, by default
   in its Hutch++ form (Meyer, Musco, Musco & Woodruff, SOSA 2021): a third of the products
   sketch the dominant subspace, whose trace is taken exactly, and the rest estimate the trace of
   what is left — far lower variance for Hessians with a few large eigenvalues, and exact once
   the sketch spans the parameter space.
 
-Both leave the model as it was: each submodule's mode, every parameter's value,
+Speed: when the graphs of the first backward pass (the gradient with ``create_graph``) of all
+batches fit ``graph_budget_bytes`` (``keep_graph=None``, measured on the first batch) they are
+built once and every product is one backward pass through them; otherwise each product
+recomputes them batch by batch. Both give the same numbers.
+
+Both analyses leave the model as it was: each submodule's mode, every parameter's value,
 ``requires_grad`` and ``.grad`` (the products use ``torch.autograd.grad``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..utils.progress import progress_bar
-from ..models import eval_mode
-from .landscape import LandscapeInputError, ParameterSelector, _check_batch, _check_label_range, parameter_mask
+from .checks import LandscapeInputError, ParameterSelector, check_positive_int, model_device
+from .hessian import GRAPH_BUDGET_BYTES, SHARPNESS_NORMALIZATIONS, Matvec, hessian_operator
+
+__all__ = [
+    "EigenEstimate", "GRAPH_BUDGET_BYTES", "SHARPNESS_NORMALIZATIONS", "TRACE_METHODS", "TraceEstimate", "hessian_operator",
+    "hessian_top_eigenvalues", "hessian_trace", "lanczos_top_eigenvalues", "stochastic_trace",
+]
 
 log = logging.getLogger(__name__)
 
 TRACE_METHODS = ("hutch++", "hutchinson")
-
-Matvec = Callable[[torch.Tensor], torch.Tensor]
-
 
 class TraceEstimate(NamedTuple):
     """A stochastic trace estimate with its standard error (0 when the estimate is exact)."""
@@ -51,70 +63,19 @@ class TraceEstimate(NamedTuple):
     matvecs: int
 
 
-# --------------------------------------------------------------------------- Hessian-vector products
+@dataclass(frozen=True)
+class EigenEstimate:
+    """Top eigenvalues from Lanczos: ``values`` (k,) float64, descending.
 
-
-@contextlib.contextmanager
-def hessian_operator(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    params: ParameterSelector = "all",
-    batch_size: int = 256,
-) -> Iterator[tuple[Matvec, int]]:
-    """Yield ``(matvec, dim)``: v (dim,) -> H·v (dim,) for the Hessian of the mean CE over all samples.
-
-    Vectors are flat, in the order of the selected ``list(model.parameters())``, on the
-    parameters' device, float64 for a float64 model and float32 otherwise. Inside the context
-    the model is in eval mode and only the selected parameters require grad; both are restored
-    on exit.
+    ``iterations``: Lanczos steps taken (= operator products); ``tol``: the relative-change
+    tolerance it stopped on; ``converged``: the top-k Ritz values changed by less than ``tol``
+    between the last two steps, or the Krylov space became invariant (exact values).
     """
-    _check_batch(images, labels)
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise LandscapeInputError(f"batch_size must be an integer >= 1, got {batch_size}")
-    batch_size = int(batch_size)
-    mask = parameter_mask(model, params)
-    parameters = list(model.parameters())
-    selected = [p for p, keep in zip(parameters, mask) if keep]
-    sizes = [p.numel() for p in selected]
-    dim = sum(sizes)
-    device = selected[0].device
-    dtype = torch.float64 if all(p.dtype == torch.float64 for p in selected) else torch.float32
-    n = images.shape[0]
-    flags = [p.requires_grad for p in parameters]
 
-    def matvec(vector: torch.Tensor) -> torch.Tensor:
-        if vector.shape != (dim,):
-            raise LandscapeInputError(f"expected a vector of shape ({dim},), got {tuple(vector.shape)}")
-        parts = [chunk.view_as(p).to(p.dtype) for chunk, p in zip(vector.split(sizes), selected)]
-        product = [torch.zeros_like(p) for p in selected]
-        with torch.enable_grad():
-            for start in range(0, n, batch_size):
-                # contiguous: torch 2.13's CPU double backward through a convolution corrupts the
-                # heap on some channels_last-strided batches (e.g. 125 images on 2 threads).
-                x = images[start : start + batch_size].to(device).contiguous()
-                y = labels[start : start + batch_size].to(device)
-                logits = model(x)
-                _check_label_range(y, logits.shape[1])
-                loss = F.cross_entropy(logits, y, reduction="sum") / n  # this batch's share of the mean
-                grads = torch.autograd.grad(loss, selected, create_graph=True, allow_unused=True)
-                inner = sum((g * v).sum() for g, v in zip(grads, parts) if g is not None)
-                if not torch.is_tensor(inner) or not inner.requires_grad:
-                    continue  # the loss is linear in every selected parameter: this batch adds nothing
-                second = torch.autograd.grad(inner, selected, allow_unused=True)
-                for total, s in zip(product, second):
-                    if s is not None:
-                        total += s.detach()
-        return torch.cat([p.reshape(-1) for p in product]).to(dtype)
-
-    try:
-        for p, keep in zip(parameters, mask):
-            p.requires_grad_(keep)
-        with eval_mode(model):
-            yield matvec, dim
-    finally:
-        for p, flag in zip(parameters, flags):
-            p.requires_grad_(flag)
+    values: np.ndarray
+    iterations: int
+    tol: float
+    converged: bool
 
 
 # --------------------------------------------------------------------------- kernels on any symmetric operator
@@ -140,23 +101,28 @@ def lanczos_top_eigenvalues(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     progress: bool = False,
-) -> np.ndarray:
-    """The ``k`` largest eigenvalues (descending, float64 array (k,)) of the symmetric operator ``matvec``.
+    *,
+    tol: float = 1e-6,
+) -> EigenEstimate:
+    """The ``k`` largest eigenvalues (descending) of the symmetric operator ``matvec`` (dim,) -> (dim,).
 
     Lanczos from a seeded Gaussian start vector, with full reorthogonalization (twice, against
-    every previous basis vector) so no spurious copies of converged eigenvalues appear; at most
-    ``min(iters, dim)`` products. The Ritz values of the tridiagonal matrix are exact once the
-    Krylov space is invariant (after ``dim`` steps at the latest).
+    every previous basis vector) so no spurious copies of converged eigenvalues appear. Stops
+    when every one of the top ``k`` Ritz values changes by less than ``tol`` relative to its
+    magnitude between consecutive steps (``tol=0``: never early), when the Krylov space is
+    invariant (the Ritz values are then exact), or after ``min(iters, dim)`` products.
     """
-    if int(k) != k or k < 1:
-        raise LandscapeInputError(f"k must be an integer >= 1, got {k}")
-    steps = min(int(iters), int(dim))
+    k = check_positive_int(k, "k", error=LandscapeInputError)
+    if not math.isfinite(float(tol)) or tol < 0:
+        raise LandscapeInputError(f"tol must be a finite number >= 0, got {tol}")
+    steps = min(check_positive_int(iters, "iters", error=LandscapeInputError), int(dim))
     if steps < k:
         raise LandscapeInputError(f"iters={iters} Lanczos steps cannot give k={k} eigenvalues (dim={dim})")
     device = torch.device(device)
     basis = torch.zeros(steps, dim, dtype=dtype, device=device)
     alphas: list[float] = []
     betas: list[float] = []
+    previous, converged = None, False
     q = _start_vector(dim, seed, dtype, device)
     q = q / torch.linalg.vector_norm(q)
     with progress_bar(steps, "Hessian eigenvalues", progress) as advance:
@@ -171,18 +137,33 @@ def lanczos_top_eigenvalues(
                 w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
             alphas.append(alpha)
             advance(1)
+            if len(alphas) >= k:
+                ritz = _ritz_values(alphas, betas)[:k]
+                if previous is not None and tol > 0:
+                    floor = 1e-12 * np.abs(ritz).max() + 1e-300
+                    converged = bool(np.all(np.abs(ritz - previous) <= tol * np.maximum(np.abs(ritz), floor)))
+                previous = ritz
             beta = float(torch.linalg.vector_norm(w.double()))
             scale = max(abs(a) for a in alphas) + (max(betas) if betas else 0.0)
-            if j == steps - 1 or beta <= 1e-10 * max(scale, 1e-300):
-                break  # done, or an invariant subspace: the Ritz values are exact eigenvalues
+            if beta <= 1e-10 * max(scale, 1e-300):
+                converged = True  # an invariant subspace: the Ritz values are exact eigenvalues
+            if converged or j == steps - 1:
+                break
             betas.append(beta)
             q = w / beta
-    tridiagonal = np.diag(alphas) + np.diag(betas[: len(alphas) - 1], 1) + np.diag(betas[: len(alphas) - 1], -1)
-    ritz = np.linalg.eigvalsh(tridiagonal)[::-1]
+    ritz = _ritz_values(alphas, betas)
     if len(ritz) < k:
         raise LandscapeInputError(f"the operator has an invariant subspace of dimension {len(ritz)} < k={k} around the start vector; use another seed")
-    log.debug("Lanczos: %d steps, top Ritz values %s", len(alphas), ritz[:k])
-    return ritz[:k].copy()
+    log.debug("Lanczos: %d steps (converged: %s), top Ritz values %s", len(alphas), converged, ritz[:k])
+    return EigenEstimate(ritz[:k].copy(), len(alphas), float(tol), converged)
+
+
+def _ritz_values(alphas: list[float], betas: list[float]) -> np.ndarray:
+    """Eigenvalues (descending) of the Lanczos tridiagonal matrix of the steps so far."""
+    m = len(alphas)
+    off = betas[: m - 1]
+    tridiagonal = np.diag(alphas) + np.diag(off, 1) + np.diag(off, -1)
+    return np.linalg.eigvalsh(tridiagonal)[::-1]
 
 
 def stochastic_trace(
@@ -244,6 +225,10 @@ def stochastic_trace(
 # --------------------------------------------------------------------------- the public analyses
 
 
+def _operator_dtype(model: nn.Module) -> torch.dtype:
+    return torch.float64 if all(p.dtype == torch.float64 for p in model.parameters()) else torch.float32
+
+
 def hessian_top_eigenvalues(
     model: nn.Module,
     images: torch.Tensor,
@@ -252,20 +237,28 @@ def hessian_top_eigenvalues(
     iters: int = 30,
     seed: int = 0,
     *,
+    tol: float = 1e-6,
     params: ParameterSelector = "all",
+    normalization: str = "filter",
     batch_size: int = 256,
+    precision: str = "fp32",
+    keep_graph: bool | None = None,
+    graph_budget_bytes: int = GRAPH_BUDGET_BYTES,
     progress: bool = False,
-) -> np.ndarray:
-    """The ``k`` largest eigenvalues (float64 array (k,), descending) of the loss Hessian.
+) -> EigenEstimate:
+    """The ``k`` largest eigenvalues of the loss Hessian (``normalization="filter"``: of S H S).
 
-    ``images`` (N, ...) and ``labels`` (N,): all samples of the mean CE. ``iters`` Lanczos steps
-    (each one Hessian-vector product over all samples), started from a Gaussian vector seeded
-    by ``seed``. ``params`` restricts the Hessian to a subset (e.g. ``"1"`` for the probe).
+    ``images`` (N, ...) and ``labels`` (N,): all samples of the mean CE, moved to the model's
+    device. Lanczos from a Gaussian vector seeded by ``seed``, each step one Hessian-vector
+    product over all samples, until the top ``k`` Ritz values change by less than ``tol``
+    (relative) or after ``iters`` steps. ``params`` restricts the Hessian to a subset (e.g.
+    ``"probe"``). Returns ``EigenEstimate(values (k,) float64 descending, iterations, tol,
+    converged)``. See :func:`hessian_operator` for ``precision``, ``keep_graph`` and
+    ``graph_budget_bytes``.
     """
-    with hessian_operator(model, images, labels, params, batch_size) as (matvec, dim):
-        reference = next(p for p, keep in zip(model.parameters(), parameter_mask(model, params)) if keep)
-        dtype = torch.float64 if reference.dtype == torch.float64 else torch.float32
-        return lanczos_top_eigenvalues(matvec, dim, k, iters, seed, dtype, reference.device, progress)
+    with hessian_operator(model, images, labels, params, batch_size, normalization=normalization, precision=precision,
+                          keep_graph=keep_graph, graph_budget_bytes=graph_budget_bytes) as (matvec, dim):
+        return lanczos_top_eigenvalues(matvec, dim, k, iters, seed, _operator_dtype(model), model_device(model), progress, tol=tol)
 
 
 def hessian_trace(
@@ -277,16 +270,19 @@ def hessian_trace(
     *,
     method: str = "hutch++",
     params: ParameterSelector = "all",
+    normalization: str = "filter",
     batch_size: int = 256,
+    precision: str = "fp32",
+    keep_graph: bool | None = None,
+    graph_budget_bytes: int = GRAPH_BUDGET_BYTES,
     progress: bool = False,
 ) -> TraceEstimate:
-    """Estimate tr H of the loss Hessian from ``samples`` Hessian-vector products.
+    """Estimate tr H of the loss Hessian (``normalization="filter"``: tr S H S) from ``samples`` products.
 
     Returns ``TraceEstimate(value, std_error, matvecs)``; see :func:`stochastic_trace` for
     ``method`` ("hutch++" or plain "hutchinson"). Rademacher probes drawn by a CPU generator
-    seeded with ``seed``.
+    seeded with ``seed``. Other options as in :func:`hessian_top_eigenvalues`.
     """
-    with hessian_operator(model, images, labels, params, batch_size) as (matvec, dim):
-        reference = next(p for p, keep in zip(model.parameters(), parameter_mask(model, params)) if keep)
-        dtype = torch.float64 if reference.dtype == torch.float64 else torch.float32
-        return stochastic_trace(matvec, dim, samples, seed, method, dtype, reference.device, progress)
+    with hessian_operator(model, images, labels, params, batch_size, normalization=normalization, precision=precision,
+                          keep_graph=keep_graph, graph_budget_bytes=graph_budget_bytes) as (matvec, dim):
+        return stochastic_trace(matvec, dim, samples, seed, method, _operator_dtype(model), model_device(model), progress)

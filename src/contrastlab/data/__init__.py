@@ -63,6 +63,18 @@ DATASETS: dict[str, Loader] = {
 }
 
 
+# Classes of each registered dataset, known without loading it (config validation, task specs).
+DATASET_CLASSES = {"synth10": 10, "synth100": 100, "cifar10": 10, "cifar100": 100, "fashion-mnist": 10, "digits": 10}
+
+
+def dataset_classes(name: str) -> int:
+    """How many classes dataset ``name`` has; DatasetError listing the valid names for an unknown one."""
+    try:
+        return lookup(DATASET_CLASSES, name, "dataset")
+    except UnknownNameError as error:
+        raise DatasetError(str(error)) from None
+
+
 def load_dataset(
     name: str,
     split: str,
@@ -96,5 +108,5 @@ def load_dataset(
 
 
 __all__ = [
-    "DATASETS", "SPLITS", "ImageSet", "DatasetError", "download", "load_dataset", "make_task", "resolve_root",
+    "DATASETS", "DATASET_CLASSES", "SPLITS", "dataset_classes", "ImageSet", "DatasetError", "download", "load_dataset", "make_task", "resolve_root",
 ]

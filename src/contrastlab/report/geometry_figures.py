@@ -184,21 +184,32 @@ def inpca_map_html(coords_by_run: Mapping[str, np.ndarray], method_of_run: Mappi
     return html
 
 
+def _curves(values, task: str, method: str) -> np.ndarray:
+    curves = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    if curves.ndim != 2:
+        raise ValueError(f"progress[{task!r}][{method!r}] must be (seeds, epochs), got shape {curves.shape}")
+    return curves
+
+
 def plot_progress_curves(progress: Mapping[str, Mapping[str, np.ndarray]], path: str | os.PathLike | None = None,
                          reference_final: Mapping[str, Mapping[str, float]] | None = None,
-                         title: str | None = None, dpi: int = 150) -> Figure:
+                         title: str | None = None, dpi: int = 150,
+                         raw_progress: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> Figure:
     """Progress t_w against epoch, one panel per task, one curve per method.
 
     progress: task name → method → (seeds, E+1) array of t_w (a 1-D (E+1,) array is one seed).
     Each curve is the mean over seeds with a band of ± one standard deviation (sample std,
-    drawn when there are at least 2 seeds). reference_final: task → method → a final t_w to
-    mark at the last epoch with a hollow marker (e.g. values read off the original study's
-    figure). Writes the figure to ``path`` when given.
+    drawn when there are at least 2 seeds). raw_progress: the same for t_w computed with the
+    original script's raw-p formula, drawn dashed (mean only) after the solid curves.
+    reference_final: task → method → a final t_w to mark at the last epoch with a hollow marker
+    (e.g. values read off the original study's figure, which used the raw-p formula). Writes the
+    figure to ``path`` when given.
     """
     if not progress:
         raise ValueError("progress is empty: nothing to draw")
     tasks = list(progress)
-    colors = method_colors(method for task in tasks for method in progress[task])
+    colors = method_colors([method for task in tasks for method in progress[task]]
+                           + [method for task in tasks for method in ((raw_progress or {}).get(task) or {})])
     n_cols = min(len(tasks), 4)
     n_rows = -(-len(tasks) // n_cols)
     figure = Figure(figsize=(3.6 * n_cols, 3.2 * n_rows), layout="constrained")
@@ -206,9 +217,7 @@ def plot_progress_curves(progress: Mapping[str, Mapping[str, np.ndarray]], path:
     for index, task in enumerate(tasks):
         axes = grid[index // n_cols][index % n_cols]
         for method, values in progress[task].items():
-            curves = np.atleast_2d(np.asarray(values, dtype=np.float64))
-            if curves.ndim != 2:
-                raise ValueError(f"progress[{task!r}][{method!r}] must be (seeds, epochs), got shape {curves.shape}")
+            curves = _curves(values, task, method)
             epochs = np.arange(curves.shape[1])
             mean = curves.mean(axis=0)
             color = colors[method]
@@ -219,6 +228,10 @@ def plot_progress_curves(progress: Mapping[str, Mapping[str, np.ndarray]], path:
             if reference_final is not None and method in reference_final.get(task, {}):
                 axes.scatter([epochs[-1]], [reference_final[task][method]], s=50, facecolors="none",
                              edgecolors=color, linewidths=1.5, zorder=3)
+        for method, values in ((raw_progress or {}).get(task) or {}).items():
+            curves = _curves(values, task, method)
+            axes.plot(np.arange(curves.shape[1]), curves.mean(axis=0), color=colors[method],
+                      linestyle="--", linewidth=1.0)
         axes.set_title(str(task), fontsize=9)
         axes.set_xlabel("epoch")
         axes.set_ylim(0.0, 1.0)
@@ -228,9 +241,11 @@ def plot_progress_curves(progress: Mapping[str, Mapping[str, np.ndarray]], path:
     for index in range(len(tasks), n_rows * n_cols):  # unused cells of the grid
         grid[index // n_cols][index % n_cols].set_visible(False)
     handles = [Line2D([], [], color=color, label=method) for method, color in colors.items()]
+    if raw_progress:
+        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1.0, label="raw-p formula"))
     if reference_final is not None:
         handles.append(Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="none",
-                              label="original study (final)"))
+                              label="original study (final, raw-p)"))
     grid[0][0].legend(handles=handles, fontsize=7, loc="lower right", title="mean ± std over seeds", title_fontsize=7)
     if title:
         figure.suptitle(title)

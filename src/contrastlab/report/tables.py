@@ -1,18 +1,25 @@
-"""Tables of a study, read from its run directory: rows of plain dicts, written as CSV and Markdown."""
+"""Tables of a study: rows of plain dicts, written as CSV (and Markdown), with their uncertainty.
+
+A table of per-seed results has one row per (method, task): n (seeds), mean, sample std and the
+t-interval of the mean at the report's confidence (:func:`contrastlab.stats.summarize`), beside
+the seeds' ``values``. Comparisons pair methods seed by seed within a task, and task by task
+(seeds averaged within each task) over all tasks.
+"""
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import json
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+import math
+from collections.abc import Callable, Mapping
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
-from ..config import StudyConfig
-from ..study.plan import Unit, plan_units, study_methods, task_name
-from ..utils.io import csv_text, read_json, write_text
+from .. import stats
+from ..utils.io import csv_text, write_text
+from .results import QUANTITIES, Results
 
 # What the original study reported (DESIGN.md), for side-by-side comparison.
 PAPER_ACCURACY = {
@@ -27,50 +34,63 @@ PAPER_FINAL_PROGRESS = {  # read off its figure; computed with the raw-p formula
 }
 
 
-def finished(units: Iterable[Unit], run_dir: Path, kind: str) -> list[Unit]:
-    """The units of ``kind`` whose done.json exists (the report uses what is there)."""
-    from ..study.units import is_done
-
-    return [u for u in units if u.kind == kind and is_done(u, run_dir)]
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+def as_dict(result) -> dict:
+    """A stats result (dataclass, named tuple or dict) as a plain dict."""
+    if dataclasses.is_dataclass(result):
+        return dataclasses.asdict(result)
+    if hasattr(result, "_asdict"):
+        return dict(result._asdict())
+    return dict(result)
 
 
-def seed_table(config: StudyConfig, values: dict[tuple[str, int], list[float]], scale: float = 1.0) -> list[dict]:
-    """One row per (method, task) with mean/std over seeds of ``values[(method, task)]``."""
+def _number(value, digits: int = 6):
+    """Rounded for the CSV; NaN (an interval of one seed) stays NaN."""
+    value = float(value)
+    return value if not math.isfinite(value) else round(value, digits)
+
+
+def summary(values, confidence: float) -> dict:
+    """n, mean, std, ci_low, ci_high of ``values``."""
+    s = as_dict(stats.summarize(np.asarray(list(values), dtype=np.float64), confidence))
+    return {k: (int(s[k]) if k == "n" else _number(s[k])) for k in ("n", "mean", "std", "ci_low", "ci_high")}
+
+
+def seed_rows(by_key: Mapping[tuple[str, str], Mapping[int, float]], methods: list[str], tasks: list[str],
+              confidence: float) -> list[dict]:
+    """One row per (method, task) that has values: its summary over seeds and the seeds' values."""
     rows = []
-    for method in study_methods(config):
-        for t, classes in enumerate(config.data.tasks):
-            vals = values.get((method, t))
-            if not vals:
+    for method in methods:
+        for task in tasks:
+            seeds = by_key.get((method, task))
+            if not seeds:
                 continue
-            mean, std = mean_std([v * scale for v in vals])
-            rows.append({"method": method, "task": task_name(classes), "mean": round(mean, 4), "std": round(std, 4),
-                         "n_seeds": len(vals), "values": json.dumps([round(v * scale, 4) for v in vals])})
+            s = summary(seeds.values(), confidence)
+            rows.append({"method": method, "task": task, "mean": s["mean"], "std": s["std"], "n": s["n"],
+                         "ci_low": s["ci_low"], "ci_high": s["ci_high"],
+                         "seeds": json.dumps(sorted(seeds)), "values": json.dumps([round(seeds[k], 6) for k in sorted(seeds)])})
     return rows
 
 
-def accuracy_values(config: StudyConfig, run_dir: Path, field: str) -> dict[tuple[str, int], list[float]]:
-    """``field`` of every finished probe's result.json, grouped by (method, task)."""
-    values: dict[tuple[str, int], list[float]] = defaultdict(list)
-    for unit in finished(plan_units(config), run_dir, "finetune"):
-        values[(unit.method, unit.task)].append(read_json(unit.folder(run_dir) / "result.json")[field])
-    return values
+def interval_text(row: Mapping, digits: int) -> str:
+    """"mean [ci_low, ci_high]"; a single seed has no interval: "mean (n=1)"."""
+    mean = f"{float(row['mean']):.{digits}f}"
+    low, high = float(row["ci_low"]), float(row["ci_high"])
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{mean} (n={row['n']})"
+    return f"{mean} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def pivot_markdown(rows: list[dict], config: StudyConfig, cell: Callable[[dict], str], reference: dict | None = None) -> str:
-    """Methods as rows, tasks as columns; optional reference values shown as '(paper x)'."""
-    tasks = [task_name(c) for c in config.data.tasks]
+def pivot_markdown(rows: list[dict], methods: list[str], tasks: list[str], cell: Callable[[dict], str],
+                   reference: Mapping[str, list[float]] | None = None) -> str:
+    """Methods as rows, tasks as columns; reference values (task order) shown as '(paper x)'."""
     by_key = {(r["method"], r["task"]): r for r in rows}
     lines = ["| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-    for method in study_methods(config):
+    for method in methods:
+        if not any((method, t) in by_key for t in tasks):
+            continue
         cells = []
-        for t, name in enumerate(tasks):
-            row = by_key.get((method, name))
+        for t, task in enumerate(tasks):
+            row = by_key.get((method, task))
             text = cell(row) if row else "—"
             if reference and method in reference and t < len(reference[method]):
                 text += f" (paper {reference[method][t]:g})"
@@ -79,19 +99,36 @@ def pivot_markdown(rows: list[dict], config: StudyConfig, cell: Callable[[dict],
     return "\n".join(lines) + "\n"
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+def _paired(a: list[float], b: list[float], confidence: float) -> dict:
+    d = as_dict(stats.paired_difference(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), confidence))
+    return {"n": int(d["n"]), "difference": _number(d["estimate"]), "ci_low": _number(d["ci_low"]),
+            "ci_high": _number(d["ci_high"]), "p_value": _number(d["p_value"])}
+
+
+def comparison_rows(results: Results, methods: list[str], tasks: list[str], confidence: float) -> list[dict]:
+    """Every pair of methods on every quantity: per task (paired over seeds) and pooled (paired
+    over tasks, each task's seeds averaged). difference = method_a − method_b."""
+    rows = []
+    for key, by_key in results.items():
+        for a, b in combinations(methods, 2):
+            pooled_a, pooled_b = [], []
+            for task in tasks:
+                sa, sb = by_key.get((a, task), {}), by_key.get((b, task), {})
+                seeds = sorted(set(sa) & set(sb))
+                if not seeds:
+                    continue
+                pooled_a.append(float(np.mean([sa[s] for s in seeds])))
+                pooled_b.append(float(np.mean([sb[s] for s in seeds])))
+                rows.append({"quantity": key, "method_a": a, "method_b": b, "scope": task, "unit": "seed",
+                             **_paired([sa[s] for s in seeds], [sb[s] for s in seeds], confidence)})
+            if pooled_a:
+                rows.append({"quantity": key, "method_a": a, "method_b": b, "scope": "pooled", "unit": "task",
+                             **_paired(pooled_a, pooled_b, confidence)})
+    order = {k: i for i, k in enumerate(QUANTITIES)}
+    return sorted(rows, key=lambda r: (order.get(r["quantity"], len(order)), r["scope"] != "pooled"))
 
 
 def write_table(folder: Path, name: str, rows: list[dict], markdown: str | None = None) -> None:
     write_text(folder / f"{name}.csv", csv_text(rows) if rows else "")
     if markdown is not None:
         write_text(folder / f"{name}.md", markdown)
-
-
-def paper_tasks_match(config: StudyConfig) -> bool:
-    """The paper's reference numbers apply only to the paper's data and task lists."""
-    from ..config import PAPER_TASKS
-
-    return config.data.downstream == "cifar100" and config.data.tasks == PAPER_TASKS

@@ -1,23 +1,28 @@
-"""Run the study's units in parallel: worker processes on this machine, or Slurm jobs.
+"""Run the study's units: one ready-unit loop over four backends.
 
 The study is a list of units with dependencies (:mod:`.plan`); every unit reads only the
 folders of the units it depends on and writes only its own folder of the shared run
 directory, finishing with ``done.json``. So a unit can run in any process or on any node
-that sees the run directory, and the result is the same files a sequential run writes.
+that sees the run directory, and the result is the same files whichever backend ran it.
 
-- ``local``: a dependency-aware scheduler over a pool of ``launcher.jobs`` worker processes
-  (``spawn``). A unit is started as soon as all its dependencies are done; each worker gets
+:func:`run_units` is the one loop: it starts each unit, in plan order, once its dependencies
+are done (a backend that holds jobs back itself, Slurm, gets it as soon as its dependencies
+are *submitted*), as many at once as the backend takes. A failing unit stops new starts;
+the running ones finish, then :class:`UnitFailedError` names the unit. Finished units keep
+their ``done.json``, so running the same command again resumes the study. The backends:
+
+- ``sequential``: one unit at a time in this process, with the study's progress display.
+- ``local``: a pool of ``launcher.jobs`` worker processes (``spawn``); each worker gets
   ``cpus // jobs`` torch threads and, on a machine with GPUs, its own GPU (round-robin).
-- ``slurm``: one submitit job per unit, all submitted at once in plan order; a dependent job
-  waits in the Slurm queue (``--dependency=afterok:<job ids>``) until its dependencies' jobs
-  ended well. Pretraining jobs with ``launcher.gpus_per_job > 1`` run one process per GPU
-  (data-parallel, :func:`run_unit_distributed`); every other job takes one GPU. Executors that
-  cannot hold jobs back (submitit's ``LocalExecutor``, ``DebugExecutor``) get each unit only
-  once its dependencies are done, ``launcher.jobs`` at a time.
-
-A failing unit stops new units from being started (Slurm: its dependents are dropped by
-Slurm); running ones finish, then :class:`UnitFailedError` names the unit. Finished units keep
-their ``done.json``, so running the same command again resumes the study.
+- ``slurm``: one submitit job per unit. A Slurm executor gets every unit at once, in plan
+  order, a dependent job waiting in the queue (``--dependency=afterok:<job ids>``) until its
+  dependencies' jobs ended well. Pretraining jobs with ``launcher.gpus_per_job > 1`` run one
+  process per GPU (data-parallel, :func:`run_unit_distributed`); every other job takes one
+  GPU. Executors that cannot hold jobs back (submitit's ``LocalExecutor``, ``DebugExecutor``)
+  get each unit only once its dependencies are done, ``launcher.jobs`` at a time.
+- ``torchrun``: inside an initialized process group every rank runs the same units in plan
+  order, one at a time (:func:`run_unit_distributed`): pretraining data-parallel on all ranks,
+  every other unit on rank 0 while the other ranks wait for its ``done.json``.
 """
 
 from __future__ import annotations
@@ -42,13 +47,20 @@ from .units import is_done, prepare_unit_folder, run_unit
 
 log = logging.getLogger(__name__)
 
-UnitRunner = Callable[[Unit, StudyConfig, Path], float]
+# A unit runner: runner(unit, config, run_dir) -> seconds; the sequential backend adds
+# progress=True when the study shows progress. Local workers need a top-level function (pickled).
+UnitRunner = Callable[..., float]
 SLURM_POLL_S = 30.0  # sacct is queried at most this often
-LOCAL_POLL_S = 0.5
+LOCAL_POLL_S = 0.5  # how often a non-Slurm submitit executor's jobs are checked
+DISTRIBUTED_POLL_S = 5.0  # how often ranks > 0 look for the done.json of a unit that rank 0 runs
+KINDS = ("sequential", "local", "slurm")
+
+# (unit, seconds or None, failure): failure is None or (message, cause, details to log)
+Outcome = tuple[Unit, "float | None", "tuple[str, BaseException | None, str] | None"]
 
 
 class UnitFailedError(ContrastlabError):
-    """A unit of the study failed under a parallel launcher; finished units are kept."""
+    """A unit of the study failed; the units finished before it are kept."""
 
     def __init__(self, unit_id: str, message: str):
         super().__init__(message)
@@ -58,25 +70,49 @@ class UnitFailedError(ContrastlabError):
         return (type(self), (self.unit_id, str(self)))
 
 
-def run_parallel(todo: list[Unit], config: StudyConfig, run_dir: str | Path, *, progress: bool = False,
-                 executor: Any = None, runner: UnitRunner = run_unit) -> list[str]:
-    """Run ``todo`` (units in plan order; a dependency outside it is already done) with the
-    launcher of ``config.launcher.kind``; return the ids of the units run, in finishing order.
+def run_units(todo: list[Unit], config: StudyConfig, run_dir: str | Path, *, progress: bool = False,
+              executor: Any = None, runner: UnitRunner = run_unit) -> list[str]:
+    """Run ``todo`` (units in plan order; a dependency outside it is already done); return the
+    ids of the units run, in the order they finished.
 
+    The backend is ``torchrun`` inside an initialized process group, else ``config.launcher.kind``.
     ``executor``: a submitit executor for ``slurm`` (default: a Slurm ``AutoExecutor`` writing
-    its logs to ``RUN_DIR/slurm``). ``runner``: what runs one unit in a ``local`` worker (a
-    top-level function, so that it pickles).
+    its logs to ``RUN_DIR/slurm``). ``runner``: what runs one unit (sequential, local workers,
+    rank 0 under torchrun); Slurm jobs always run :func:`run_unit_job`.
     """
+    from ..distributed import is_distributed
+
     run_dir = Path(run_dir)
-    kind = config.launcher.kind
-    if kind == "local":
-        return run_local(todo, config, run_dir, progress=progress, runner=runner)
-    if kind == "slurm":
-        return run_slurm(todo, config, run_dir, executor=executor, progress=progress)
-    raise ContrastlabError(f"run_parallel has no launcher '{kind}'; valid: local, slurm")
+    kind = "torchrun" if is_distributed() else config.launcher.kind
+    if kind not in KINDS + ("torchrun",):
+        raise ContrastlabError(f"unknown launcher '{kind}'; valid: {', '.join(KINDS)}")
+    if not todo:
+        return []
+    backend: _Backend
+    if kind == "sequential":
+        backend = _InProcess(lambda unit: runner(unit, config, run_dir, **({"progress": True} if progress else {})))
+    elif kind == "torchrun":
+        from ..distributed import rank
+
+        backend = _InProcess(lambda unit: run_unit_distributed(unit, config, run_dir, progress=progress, runner=runner),
+                             display=rank() == 0)
+    elif kind == "local":
+        backend = _LocalPool(config, run_dir, runner)
+    else:
+        backend = _Submitit(executor if executor is not None else slurm_executor(run_dir), config, run_dir)
+    with backend:
+        ran = _run_ready_units(todo, backend, progress=progress)
+    if kind == "torchrun":  # every rank returns once all are through (a failing rank never gets here)
+        import torch.distributed as torch_dist
+
+        torch_dist.barrier()
+    return ran
 
 
-# ---- dependencies and bookkeeping ---------------------------------------------------------
+run_parallel = run_units  # the former name; runner.py imports it until it calls run_units
+
+
+# ---- the ready-unit loop ------------------------------------------------------------------
 
 def pending_dependencies(todo: Sequence[Unit]) -> dict[str, list[str]]:
     """Unit id -> ids of its dependencies that are in ``todo`` (the others are done), in plan order."""
@@ -90,15 +126,79 @@ def pending_dependencies(todo: Sequence[Unit]) -> dict[str, list[str]]:
     return graph
 
 
-def slurm_jobs(todo: Sequence[Unit]) -> list[tuple[Unit, list[str]]]:
-    """The jobs to submit, in submission order: each unit with the ids of the units whose jobs
-    it must wait for (its dependencies in ``todo``)."""
+class _Backend:
+    """Where units run. The loop calls ``start`` for each unit it lets go and ``wait`` for the
+    outcomes of the ones that ended; ``stop`` only when the loop itself is interrupted."""
+
+    limit = 1  # units in flight at most
+    holds_back = False  # True: it keeps a started unit waiting until its dependencies ended well
+    display = True  # whether this process draws the study's progress display
+
+    def __enter__(self) -> "_Backend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def in_flight(self) -> int:
+        raise NotImplementedError
+
+    def start(self, unit: Unit, after: list[str]) -> None:
+        """Start ``unit``; ``after``: its dependencies in ``todo`` (all done unless ``holds_back``)."""
+        raise NotImplementedError
+
+    def wait(self) -> list[Outcome]:
+        """Block until at least one started unit ended; return the ended ones in plan order."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop every unit in flight now (Ctrl-C, or an error in the loop itself)."""
+
+
+def _run_ready_units(todo: list[Unit], backend: _Backend, *, progress: bool = False) -> list[str]:
+    """Start every unit of ``todo`` once it is ready, in plan order, at most ``backend.limit`` at
+    a time; after a failure start nothing more, let the running ones end, raise UnitFailedError."""
     graph = pending_dependencies(todo)
-    return [(unit, graph[unit.id]) for unit in todo]
+    started: set[str] = set()
+    done: set[str] = set()
+    failed: set[str] = set()
+    gate = started if backend.holds_back else done  # where a unit's dependencies must be to start it
+    with _tracking(todo, progress and backend.display) as tracker:
+        try:
+            while True:
+                if tracker.failure is None:
+                    for unit in todo:
+                        if backend.in_flight() >= backend.limit:
+                            break
+                        if unit.id not in started and all(d in gate for d in graph[unit.id]):
+                            tracker.started(unit)
+                            started.add(unit.id)
+                            backend.start(unit, graph[unit.id])
+                if not backend.in_flight():
+                    break
+                for unit, seconds, failure in backend.wait():
+                    if failure is None:
+                        done.add(unit.id)
+                        tracker.succeeded(unit, seconds)
+                        continue
+                    failed.add(unit.id)
+                    broken = [d for d in graph[unit.id] if d in failed]
+                    if broken:  # Slurm dropped it (kill-on-invalid-dep): not a failure of its own
+                        tracker.failed(unit, f"not run, its dependency {broken[0]} failed")
+                    else:
+                        tracker.failed(unit, *failure)
+        except BaseException:
+            backend.stop()
+            raise
+    tracker.raise_if_failed()
+    never = [u.id for u in todo if u.id not in started]
+    if never:  # unreachable for a plan from plan_units: every dependency is in todo or done
+        raise ContrastlabError(f"{len(never)} units never became ready, e.g. {never[0]}")
+    return tracker.finished
 
 
 class _Tracker:
-    """The parent's view of a parallel run: which units finished or failed, logging, progress."""
+    """The loop's view of the run: which units finished or failed, logging, progress."""
 
     def __init__(self, todo: Sequence[Unit], display: Any = None):
         self.todo = list(todo)
@@ -112,12 +212,6 @@ class _Tracker:
         self.running.append(unit.id)
         log.info("started %s", unit.id)
         self._describe()
-
-    def queued(self, units: Sequence[Unit]) -> None:
-        """Units handed to Slurm all at once: in the queue or running, Slurm decides."""
-        self.running.extend(u.id for u in units)
-        if self.display is not None:
-            self.display.update(self.task, description=f"study: {len(self.running)} Slurm jobs")
 
     def succeeded(self, unit: Unit, seconds: float | None) -> None:
         self.running.remove(unit.id)
@@ -158,7 +252,7 @@ def _tracking(todo: Sequence[Unit], progress: bool) -> Iterator[_Tracker]:
     if not progress:
         yield _Tracker(todo)
         return
-    with live_display() as display:  # the parent's display only; workers never draw
+    with live_display() as display:  # this process's display only; workers never draw
         tracker = _Tracker(todo, display)
         yield tracker
         display.update(tracker.task, description="study: " + ("failed" if tracker.failure else "done"))
@@ -167,6 +261,34 @@ def _tracking(todo: Sequence[Unit], progress: bool) -> Iterator[_Tracker]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _failure(exc: BaseException) -> tuple[str, BaseException, str]:
+    return _first_line(exc), exc, "".join(traceback.format_exception(exc))
+
+
+# ---- sequential and torchrun: in this process ----------------------------------------------
+
+class _InProcess(_Backend):
+    """Runs each unit in ``start``, in this process; ``wait`` hands over its outcome."""
+
+    def __init__(self, call: Callable[[Unit], float], display: bool = True):
+        self.call = call
+        self.display = display
+        self.outcome: Outcome | None = None
+
+    def in_flight(self) -> int:
+        return 0 if self.outcome is None else 1
+
+    def start(self, unit: Unit, after: list[str]) -> None:
+        try:
+            self.outcome = (unit, self.call(unit), None)
+        except Exception as exc:  # KeyboardInterrupt goes through: the loop stops at once
+            self.outcome = (unit, None, _failure(exc))
+
+    def wait(self) -> list[Outcome]:
+        outcome, self.outcome = self.outcome, None
+        return [outcome] if outcome is not None else []
 
 
 # ---- local: a pool of worker processes ----------------------------------------------------
@@ -211,108 +333,102 @@ def _init_worker(threads: int, gpus: Any, log_level: int) -> None:
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s [%(processName)s]: %(message)s")
 
 
-def run_local(todo: list[Unit], config: StudyConfig, run_dir: Path, *, progress: bool = False,
-              runner: UnitRunner = run_unit, jobs: int | None = None) -> list[str]:
-    """Run ``todo`` in ``jobs`` (default ``config.launcher.jobs``) worker processes, each unit
-    once its dependencies are done, in plan order among the ready ones; return the ids run."""
-    jobs = config.launcher.jobs if jobs is None else jobs
-    if jobs < 1:
-        raise ContrastlabError(f"launcher.jobs must be at least 1, got {jobs}")
-    waiting = {uid: set(deps) for uid, deps in pending_dependencies(todo).items()}
-    if not todo:
-        return []
-    context = mp.get_context("spawn")  # fork would copy torch's thread pools and any CUDA state
-    slots = gpu_slots(jobs, config.device)
-    gpus = None
-    if slots is not None:
-        gpus = context.Queue()
-        for slot in slots:
-            gpus.put(slot)
-    threads = threads_per_job(jobs)
-    log.info("local launcher: %d units, %d workers, %d threads each%s", len(todo), jobs, threads,
-             f", GPUs {','.join(slots)}" if slots else "")
+class _LocalPool(_Backend):
+    """``launcher.jobs`` spawned worker processes, each with its threads and GPU."""
 
-    started: set[str] = set()
-    running: dict[Future, Unit] = {}
-    with _tracking(todo, progress) as tracker, ProcessPoolExecutor(
-        max_workers=jobs, mp_context=context, initializer=_init_worker,
-        initargs=(threads, gpus, logging.getLogger().getEffectiveLevel()),
-    ) as pool:
-        try:
-            while True:
-                if tracker.failure is None:
-                    for unit in todo:
-                        if len(running) >= jobs:
-                            break
-                        if unit.id in started or waiting[unit.id]:
-                            continue
-                        running[pool.submit(runner, unit, config, run_dir)] = unit
-                        started.add(unit.id)
-                        tracker.started(unit)
-                if not running:
-                    break
-                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for future in sorted(finished, key=lambda f: todo.index(running[f])):
-                    unit = running.pop(future)
-                    error = future.exception()
-                    if error is None:
-                        tracker.succeeded(unit, future.result())
-                        for deps in waiting.values():
-                            deps.discard(unit.id)
-                    elif isinstance(error, BrokenProcessPool):
-                        tracker.failed(unit, "its worker process died (killed, or out of memory?)", error)
-                    else:  # the worker's traceback travels as the exception's cause
-                        tracker.failed(unit, _first_line(error), error, "".join(traceback.format_exception(error)))
-        except BaseException:
-            # Interrupted (Ctrl-C) or failing here: stop the workers now rather than let the
-            # pool wait for units that may run for hours. Their partial work stays resumable.
-            log.warning("stopping %d running units; finished units are kept, run again to resume", len(running))
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-    tracker.raise_if_failed()
-    never = [u.id for u in todo if u.id not in started]
-    if never:  # unreachable for a plan from plan_units: every dependency is in todo or done
-        raise ContrastlabError(f"{len(never)} units never became ready, e.g. {never[0]}")
-    return tracker.finished
+    def __init__(self, config: StudyConfig, run_dir: Path, runner: UnitRunner):
+        self.config, self.run_dir, self.runner = config, run_dir, runner
+        self.limit = config.launcher.jobs
+        if self.limit < 1:
+            raise ContrastlabError(f"launcher.jobs must be at least 1, got {self.limit}")
+        self.running: dict[Future, Unit] = {}
+        self.order: dict[str, int] = {}
+
+    def __enter__(self) -> "_LocalPool":
+        context = mp.get_context("spawn")  # fork would copy torch's thread pools and any CUDA state
+        slots = gpu_slots(self.limit, self.config.device)
+        gpus = None
+        if slots is not None:
+            gpus = context.Queue()
+            for slot in slots:
+                gpus.put(slot)
+        threads = threads_per_job(self.limit)
+        log.info("local launcher: %d workers, %d threads each%s", self.limit, threads,
+                 f", GPUs {','.join(slots)}" if slots else "")
+        self.pool = ProcessPoolExecutor(max_workers=self.limit, mp_context=context, initializer=_init_worker,
+                                        initargs=(threads, gpus, logging.getLogger().getEffectiveLevel()))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.pool.shutdown(wait=True)
+
+    def in_flight(self) -> int:
+        return len(self.running)
+
+    def start(self, unit: Unit, after: list[str]) -> None:
+        self.order.setdefault(unit.id, len(self.order))
+        self.running[self.pool.submit(self.runner, unit, self.config, self.run_dir)] = unit
+
+    def wait(self) -> list[Outcome]:
+        finished, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+        outcomes: list[Outcome] = []
+        for future in finished:
+            unit = self.running.pop(future)
+            error = future.exception()
+            if error is None:
+                outcomes.append((unit, future.result(), None))
+            elif isinstance(error, BrokenProcessPool):
+                outcomes.append((unit, None, ("its worker process died (killed, or out of memory?)", error, "")))
+            else:  # the worker's traceback travels as the exception's cause
+                outcomes.append((unit, None, _failure(error)))
+        return sorted(outcomes, key=lambda o: self.order[o[0].id])
+
+    def stop(self) -> None:
+        # Stop the workers now rather than let the pool wait for units that may run for hours.
+        # Their partial work stays resumable.
+        log.warning("stopping %d running units; finished units are kept, run again to resume", len(self.running))
+        for process in list((getattr(self.pool, "_processes", None) or {}).values()):
+            process.terminate()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 # ---- one unit on several processes (torchrun, or a multi-task Slurm job) --------------------
 
-def _wait_until_done(unit: Unit, run_dir: Path, poll_s: float = 5.0) -> None:
+def _wait_until_done(unit: Unit, run_dir: Path) -> None:
     # A file poll, not a barrier: an analysis on rank 0 can outlast any collective's timeout.
     while not is_done(unit, run_dir):
-        time.sleep(poll_s)
+        time.sleep(DISTRIBUTED_POLL_S)
 
 
-def run_unit_distributed(unit: Unit, config: StudyConfig, run_dir: Path) -> float:
+def run_unit_distributed(unit: Unit, config: StudyConfig, run_dir: Path, progress: bool = False,
+                         runner: UnitRunner = run_unit) -> float:
     """Run ``unit`` in every process of an initialized process group; return seconds taken.
 
     Pretraining runs data-parallel on all ranks (rank 0 writes the folder); every other unit
-    runs on rank 0 while the others wait for its ``done.json``. Outside a process group this
-    is :func:`run_unit`.
+    runs on rank 0 (through ``runner``) while the others wait for its ``done.json``. Outside a
+    process group this is ``runner``.
     """
     import torch.distributed as torch_dist
 
     from ..distributed import is_distributed, rank
-    from .units import run_pretrain
+    from .context import unit_context
+    from .stages import STAGES
 
+    shown = {"progress": True} if progress else {}
     if not is_distributed():
-        return run_unit(unit, config, run_dir)
+        return runner(unit, config, run_dir, **shown)
     started = time.perf_counter()
     if unit.kind != "pretrain" or unit.method == RANDOM:
         if rank() == 0:
-            return run_unit(unit, config, run_dir)
+            return runner(unit, config, run_dir, **shown)
         _wait_until_done(unit, run_dir)
         return time.perf_counter() - started
     if rank() == 0:
         prepare_unit_folder(unit, run_dir)
     torch_dist.barrier()  # no rank looks for checkpoints before stale work is gone
     if rank() == 0:
-        return run_unit(unit, config, run_dir)
-    record = {"unit": unit.id, "unit_key": unit.key, "study": config.name}
-    run_pretrain(unit, config, unit.folder(run_dir), record, False)  # rank > 0 writes nothing
+        return runner(unit, config, run_dir, **shown)
+    STAGES["pretrain"](unit_context(unit, config, run_dir, unit.folder(run_dir)))  # rank > 0 writes nothing
     return time.perf_counter() - started
 
 
@@ -421,14 +537,15 @@ def submit_unit(executor: Any, unit: Unit, config: StudyConfig, run_dir: Path, d
 
 
 def submit_all(executor: Any, todo: Sequence[Unit], config: StudyConfig, run_dir: Path) -> dict[str, Any]:
-    """Submit every unit of ``todo`` at once, in plan order, each held back by Slurm until the
-    jobs of its dependencies ended well; return unit id -> submitit job."""
-    jobs: dict[str, Any] = {}
-    for unit, deps in slurm_jobs(todo):
-        jobs[unit.id] = submit_unit(executor, unit, config, run_dir, [jobs[d].job_id for d in deps])
-        log.info("submitted %s as job %s%s", unit.id, jobs[unit.id].job_id,
-                 f" after {', '.join(jobs[d].job_id for d in deps)}" if deps else "")
-    return jobs
+    """Submit every unit of ``todo`` to a Slurm ``executor`` as the slurm backend does (in plan
+    order, each with ``afterok`` on its dependencies' jobs) without waiting; return unit id -> job."""
+    backend = _Submitit(executor, config, run_dir)
+    if not backend.holds_back:
+        raise ContrastlabError("submit_all needs a Slurm executor: any other runs jobs without waiting for their dependencies")
+    graph = pending_dependencies(todo)
+    for unit in todo:
+        backend.start(unit, graph[unit.id])
+    return backend.jobs
 
 
 def _job_error_line(error: BaseException) -> str:
@@ -442,84 +559,57 @@ def _job_error_line(error: BaseException) -> str:
     return _first_line(error)
 
 
-def _job_outcome(job: Any, unit: Unit, run_dir: Path) -> tuple[str | None, BaseException | None]:
-    """(None, None) when the job ran ``unit`` to its done.json, else (message, exception)."""
+def _job_failure(job: Any, unit: Unit, run_dir: Path) -> tuple[str, BaseException | None, str] | None:
+    """None when ``job`` ran ``unit`` to its done.json, else (message, exception, details to log)."""
     error = job.exception()
     paths = getattr(job, "paths", None)
     where = f"; log: {paths.stderr}" if paths is not None else ""
     if error is not None:
-        return f"job {job.job_id}: {_job_error_line(error)}{where}", error
+        return f"job {job.job_id}: {_job_error_line(error)}{where}", error, str(error)
     if not is_done(unit, run_dir):
-        return f"job {job.job_id} ended without writing {unit.id}/done.json{where}", None
-    return None, None
+        return f"job {job.job_id} ended without writing {unit.id}/done.json{where}", None, ""
+    return None
 
 
-def run_jobs(executor: Any, todo: list[Unit], config: StudyConfig, run_dir: Path, *, progress: bool = False,
-             poll_s: float | None = None) -> list[str]:
-    """Run ``todo`` as submitit jobs of ``executor``, wait for them, return the ids run.
+class _Submitit(_Backend):
+    """One submitit job per unit. A Slurm executor holds jobs back (``afterok``), so it gets every
+    unit at once; any other executor gets a unit once it is ready, ``launcher.jobs`` at a time."""
 
-    A Slurm executor gets every job at once with ``afterok`` dependencies; any other executor
-    gets a unit when its dependencies are done, ``config.launcher.jobs`` at a time.
-    """
-    slurm = is_slurm_executor(executor)
-    poll_s = (SLURM_POLL_S if slurm else LOCAL_POLL_S) if poll_s is None else poll_s
-    limit = len(todo) if slurm else max(1, config.launcher.jobs)
-    graph = pending_dependencies(todo)
-    units = {u.id: u for u in todo}
-    failed: set[str] = set()
-    in_flight: dict[str, Any] = {}
-    with _tracking(todo, progress) as tracker:
-        try:
-            if slurm:
-                in_flight = submit_all(executor, todo, config, run_dir)
-                tracker.queued(todo)
-            submitted = set(in_flight)
-            while True:
-                if not slurm and tracker.failure is None:
-                    for unit in todo:
-                        if len(in_flight) >= limit:
-                            break
-                        if unit.id not in submitted and all(d in tracker.finished for d in graph[unit.id]):
-                            in_flight[unit.id] = submit_unit(executor, unit, config, run_dir)
-                            submitted.add(unit.id)
-                            tracker.started(unit)
-                if not in_flight:
-                    break
-                ended = [uid for uid, job in in_flight.items() if job.done()]  # in plan order
-                for uid in ended:
-                    message, error = _job_outcome(in_flight.pop(uid), units[uid], run_dir)
-                    if message is None:
-                        tracker.succeeded(units[uid], None)
-                        continue
-                    failed.add(uid)
-                    broken = [d for d in graph[uid] if d in failed]
-                    if broken:  # Slurm dropped it (kill-on-invalid-dep): not a failure of its own
-                        tracker.failed(units[uid], f"not run, its dependency {broken[0]} failed")
-                    else:
-                        tracker.failed(units[uid], message, error, str(error) if error is not None else "")
-                if not ended:
-                    time.sleep(poll_s)
-        except BaseException:
-            # Stop what was submitted: a second run of the same command would otherwise
-            # start the same units again while these jobs still write their folders.
-            for uid, job in in_flight.items():
-                try:
-                    job.cancel(check=False)
-                except Exception:  # noqa: BLE001 - best effort while already failing
-                    log.warning("could not cancel job %s of %s", getattr(job, "job_id", "?"), uid)
-            if in_flight:
-                log.warning("cancelled %d submitted jobs; finished units are kept", len(in_flight))
-            raise
-    tracker.raise_if_failed()
-    return tracker.finished
+    def __init__(self, executor: Any, config: StudyConfig, run_dir: Path):
+        self.executor, self.config, self.run_dir = executor, config, run_dir
+        self.holds_back = is_slurm_executor(executor)
+        self.limit = 1 << 30 if self.holds_back else max(1, config.launcher.jobs)
+        self.poll_s = SLURM_POLL_S if self.holds_back else LOCAL_POLL_S
+        self.jobs: dict[str, Any] = {}  # unit id -> job, for the afterok ids of its dependents
+        self.running: dict[str, Unit] = {}  # submitted, not seen ending; in plan order
 
+    def in_flight(self) -> int:
+        return len(self.running)
 
-def run_slurm(todo: list[Unit], config: StudyConfig, run_dir: Path, *, executor: Any = None,
-              progress: bool = False, poll_s: float | None = None) -> list[str]:
-    """Run ``todo`` as Slurm jobs through submitit (or through ``executor``, e.g. submitit's
-    ``LocalExecutor`` in tests); return the ids of the units run."""
-    if not todo:
-        return []
-    if executor is None:
-        executor = slurm_executor(run_dir)
-    return run_jobs(executor, todo, config, run_dir, progress=progress, poll_s=poll_s)
+    def start(self, unit: Unit, after: list[str]) -> None:
+        after_jobs = [self.jobs[d].job_id for d in after] if self.holds_back else []
+        self.jobs[unit.id] = submit_unit(self.executor, unit, self.config, self.run_dir, after_jobs)
+        self.running[unit.id] = unit
+        log.info("submitted %s as job %s%s", unit.id, self.jobs[unit.id].job_id,
+                 f" after {', '.join(after_jobs)}" if after_jobs else "")
+
+    def wait(self) -> list[Outcome]:
+        while True:
+            ended = [unit for uid, unit in self.running.items() if self.jobs[uid].done()]
+            if ended:
+                break
+            time.sleep(self.poll_s)
+        for unit in ended:
+            del self.running[unit.id]
+        return [(unit, None, _job_failure(self.jobs[unit.id], unit, self.run_dir)) for unit in ended]
+
+    def stop(self) -> None:
+        # Cancel what was submitted: a second run of the same command would otherwise start
+        # the same units again while these jobs still write their folders.
+        for uid in self.running:
+            try:
+                self.jobs[uid].cancel(check=False)
+            except Exception:  # noqa: BLE001 - best effort while already failing
+                log.warning("could not cancel job %s of %s", getattr(self.jobs[uid], "job_id", "?"), uid)
+        if self.running:
+            log.warning("cancelled %d submitted jobs; finished units are kept", len(self.running))

@@ -1,20 +1,9 @@
 """The study as a list of units of work with dependencies.
 
-Every unit owns one folder of the run directory (its ``id``) and is finished exactly when
-that folder's ``done.json`` exists and carries the unit's ``key``: a hash of every setting
-the unit's result depends on, its upstream units' keys included. Only this module knows
-the order of the stages.
-
-Run directory::
-
-    DIR/config.yaml, DIR/study.json                       resolved config and its hash
-    DIR/pretrain/<method>/seed<k>/                        encoder + checkpoints + metrics.csv
-    DIR/finetune/<method>/seed<k>/task-<classes>/         probe, snapshots, history, result.json
-    DIR/analysis/landscape/<method>/seed<k>/task-<c>/     loss.npy, accuracy.npy
-    DIR/analysis/sharpness/<method>/seed<k>/task-<c>/     sharpness.json
-    DIR/analysis/robustness/<method>/seed<k>/task-<c>/    <attack>.csv
-    DIR/analysis/geometry/task-<c>/                       progress.csv, inpca.npy
-    DIR/report/                                           report.html, figures/*.png, tables/*.csv
+Every unit owns one folder of the run directory (its ``id``, laid out by :mod:`contrastlab.rundir`)
+and is finished exactly when that folder's manifest ``done.json`` carries the unit's ``key`` (a
+hash of every setting the unit's result depends on, its upstream units' keys included) and its
+files are unchanged. Only this module knows the order of the stages.
 """
 
 from __future__ import annotations
@@ -23,13 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import StudyConfig, config_hash, to_dict
+from ..rundir import PER_RUN_KINDS, task_name, unit_id
 
 RANDOM = "random"  # the random-init baseline, probed like a method
-ANALYSES = ("landscape", "sharpness", "robustness")
+ANALYSES = PER_RUN_KINDS
 
-
-def task_name(classes: list[int]) -> str:
-    return "task-" + "-".join(str(c) for c in classes)
+__all__ = ["ANALYSES", "RANDOM", "Unit", "plan_units", "study_methods", "task_name"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +31,8 @@ class Unit:
     seed: int | None = None
     task: int | None = None  # index into config.data.tasks
     deps: tuple[str, ...] = field(default=())
+    # Files of upstream units this unit reads, by role ("encoder", "probe", "snapshots"), relative to the run directory.
+    inputs: tuple[tuple[str, str], ...] = field(default=())
 
     def folder(self, run_dir: Path) -> Path:
         return run_dir / self.id
@@ -60,6 +50,8 @@ def plan_units(config: StudyConfig) -> list[Unit]:
     downstream_data = {k: data[k] for k in ("downstream", "image_size", "channels", "downstream_train_per_class", "downstream_test_per_class", "seed")}
     model, pretrain = to_dict(config.model), to_dict(config.pretrain)
     pretrain.pop("lr")
+    # Where and how units compute changes their numbers (bf16, TF32, CUDA kernels): part of every key.
+    execution = {"device": config.device, "precision": config.precision}
     units: list[Unit] = []
     finetune_keys: dict[int, list[str]] = {i: [] for i in range(len(config.data.tasks))}
     finetune_ids: dict[int, list[str]] = {i: [] for i in range(len(config.data.tasks))}
@@ -68,12 +60,16 @@ def plan_units(config: StudyConfig) -> list[Unit]:
             if method == RANDOM:
                 spec = {"data": pretrain_data, "model": model, "seed": seed, "method": method}
             else:
-                spec = {"data": pretrain_data, "model": model, "pretrain": pretrain, "lr": config.pretrain.lr[method], "method": method, "seed": seed}
-            pre = Unit("pretrain", f"pretrain/{method}/seed{seed}", config_hash(spec), method, seed)
+                spec = {"data": pretrain_data, "model": model, "pretrain": pretrain, "lr": config.pretrain.lr[method], "method": method,
+                        "seed": seed, "execution": execution}
+            pre = Unit("pretrain", unit_id("pretrain", method, seed), config_hash(spec), method, seed)
+            encoder = ("encoder", f"{pre.id}/encoder.safetensors")
             units.append(pre)
             for t, classes in enumerate(config.data.tasks):
-                fine_spec = {"pretrain": pre.key, "data": downstream_data, "finetune": to_dict(config.finetune), "classes": classes}
-                fine = Unit("finetune", f"finetune/{method}/seed{seed}/{task_name(classes)}", config_hash(fine_spec), method, seed, t, (pre.id,))
+                fine_spec = {"pretrain": pre.key, "data": downstream_data, "finetune": to_dict(config.finetune), "classes": classes,
+                             "execution": execution}
+                fine = Unit("finetune", unit_id("finetune", method, seed, classes), config_hash(fine_spec), method, seed, t, (pre.id,),
+                            (encoder,))
                 units.append(fine)
                 finetune_keys[t].append(fine.key)
                 finetune_ids[t].append(fine.id)
@@ -82,10 +78,25 @@ def plan_units(config: StudyConfig) -> list[Unit]:
                 for analysis in ANALYSES:
                     settings = getattr(config.analysis, analysis)
                     if settings.enabled:
-                        key = config_hash({"finetune": fine.key, analysis: to_dict(settings)})
-                        units.append(Unit(analysis, f"analysis/{analysis}/{method}/seed{seed}/{task_name(classes)}", key, method, seed, t, (fine.id,)))
+                        key = config_hash({"finetune": fine.key, analysis: to_dict(settings), "execution": execution})
+                        units.append(Unit(analysis, unit_id(analysis, method, seed, classes), key, method, seed, t, (fine.id,),
+                                          (encoder, ("probe", f"{fine.id}/probe.safetensors"))))
     if config.analysis.geometry.enabled:
         for t, classes in enumerate(config.data.tasks):
-            key = config_hash({"finetune": finetune_keys[t], "geometry": to_dict(config.analysis.geometry)})
-            units.append(Unit("geometry", f"analysis/geometry/{task_name(classes)}", key, task=t, deps=tuple(finetune_ids[t])))
+            key = config_hash({"finetune": finetune_keys[t], "geometry": to_dict(config.analysis.geometry), "execution": execution})
+            units.append(Unit("geometry", unit_id("geometry", classes=classes), key, task=t, deps=tuple(finetune_ids[t]),
+                              inputs=tuple(("snapshots", f"{i}/snapshots.npy") for i in finetune_ids[t])))
     return units
+
+
+def single_unit(config: StudyConfig, kind: str, *, method: str | None = None, seed: int | None = None, task: int | None = None,
+                inputs: dict[str, str] | None = None) -> Unit:
+    """One unit run on its own (``contrastlab pretrain/finetune/analyze``) in its own output folder:
+    its inputs are files given by the user, its key covers them and every setting of its stage."""
+    from .context import SECTIONS
+
+    inputs = inputs or {}
+    spec = {"kind": kind, "method": method, "seed": seed, "settings": to_dict(SECTIONS[kind](config)), "data": to_dict(config.data),
+            "model": to_dict(config.model), "inputs": {role: str(path) for role, path in inputs.items()},
+            "execution": {"device": config.device, "precision": config.precision}}
+    return Unit(kind, ".", config_hash(spec), method, seed, task, inputs=tuple(inputs.items()))

@@ -3,19 +3,15 @@
 In ``linear`` mode the encoder is frozen in eval mode (its BN statistics untouched): its
 features are computed once and the probe is trained on them. Snapshots of the probe at
 epoch 0 (before any step) and after every epoch give the class probabilities on the task's
-analysis split, an array (epochs+1, N, C) that the trajectory analyses read.
-
-Run directory::
-
-    OUT/probe.safetensors + probe.json       the trained probe (and encoder, in full mode)
-    OUT/snapshots.npy + snapshots.json       (epochs+1, N, C) float32 probabilities
-    OUT/history.csv                          per-epoch train/val loss and accuracy
-    OUT/result.json                          final accuracies; written last
+analysis split, an array (epochs+1, N, C) that the trajectory analyses read. The probe trains
+where the encoder lives; the finetune stage (``contrastlab.study.stages.finetune``) loads the
+encoder, places it and writes the unit's files.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,10 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import encoder_from_checkpoint, save_checkpoint
-from ..data import ImageSet
+from ..errors import NonFiniteError
 from ..models import linear_classifier
-from ..utils.io import save_array, write_csv, write_json
 from ..utils.progress import progress_bar
 from .schedule import cosine_lr
 
@@ -42,6 +36,20 @@ SAMPLE_ORDER = "class-ordered: the samples of the task's first class in dataset 
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [0, 1], contiguous (not NHWC-strided)."""
     return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255).contiguous()
+
+
+def model_device(module: nn.Module) -> torch.device:
+    """Where ``module`` lives (its first parameter or buffer; the CPU for a module with neither)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def autocast_for(precision: str, device: torch.device):
+    """The autocast context of a resolved precision ("fp32": none, "bf16": bfloat16)."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got '{precision}'")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @torch.inference_mode()
@@ -110,16 +118,19 @@ def train_probe(
     weight_decay: float = 0.0,
     min_lr_ratio: float = 0.008,
     seed: int = 0,
-    device: torch.device | str = "cpu",
+    precision: str = "fp32",
     progress: bool = False,
 ) -> ProbeRun:
     """Train a probe on ``train`` = (uint8 images (N, H, W, C), labels (N,)); evaluate on ``val``.
 
     ``analysis`` (uint8 (M, H, W, C)) are the images whose class probabilities are snapshotted
     at epoch 0 and after every epoch. In ``linear`` mode the encoder is never modified (it is
-    used in eval mode under inference mode); in ``full`` mode a copy of it is trained.
+    used in eval mode under inference mode); in ``full`` mode a copy of it is trained. Everything
+    computes where the encoder lives; ``precision`` "bf16" autocasts the encoder's forward passes.
+    A non-finite training loss stops with :class:`NonFiniteError`.
     """
-    device = torch.device(device)
+    device = model_device(encoder)
+    autocast = autocast_for(precision, device)
     torch.manual_seed(seed)
     probe = linear_classifier(encoder.feature_dim, n_classes).to(device)
     y_train = torch.from_numpy(train[1]).to(device)
@@ -129,10 +140,10 @@ def train_probe(
 
     started = time.perf_counter()
     if mode == "linear":
-        encoder.to(device)
-        frozen_features = {"train": extract_features(encoder, train[0], device=device), "val": extract_features(encoder, val[0], device=device)}
-        # The analysis split is usually the train split itself: no third pass over it.
-        analysis_features = frozen_features["train"] if analysis is train[0] else extract_features(encoder, analysis, device=device)
+        with autocast:
+            frozen_features = {"train": extract_features(encoder, train[0], device=device), "val": extract_features(encoder, val[0], device=device)}
+            # The analysis split is usually the train split itself: no third pass over it.
+            analysis_features = frozen_features["train"] if analysis is train[0] else extract_features(encoder, analysis, device=device)
         x_train, x_val, x_analysis = (f.to(device) for f in (frozen_features["train"], frozen_features["val"], analysis_features))
         seconds["features"] = time.perf_counter() - started
         trained: nn.Module = probe
@@ -145,7 +156,8 @@ def train_probe(
         def forward(x: torch.Tensor) -> torch.Tensor:
             was = trained.training
             trained.eval()
-            out = trained(x)
+            with autocast:
+                out = trained(x).float()
             trained.train(was)
             return out
     else:
@@ -172,81 +184,18 @@ def train_probe(
                 group["lr"] = epoch_lr
             trained.train()
             for batch in torch.randperm(len(y_train), generator=generator, device=device).split(batch_size):
-                loss = F.cross_entropy(trained(x_train[batch]), y_train[batch])
+                with autocast:
+                    loss = F.cross_entropy(trained(x_train[batch]).float(), y_train[batch])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
             record(epoch, epoch_lr)
+            if not math.isfinite(history[-1]["train_loss"]):  # the epoch's evaluation: no extra sync per step
+                raise NonFiniteError(f"probe training: loss is {history[-1]['train_loss']} at epoch {epoch}; "
+                                     "lower finetune.lr (or check the encoder checkpoint)")
             advance(1)
 
     seconds["training"] = time.perf_counter() - started
     encoder_state = trained[0].state_dict() if mode == "full" else None
     return ProbeRun(snapshots=snapshots, history=history, probe_state=probe.state_dict(), encoder_state=encoder_state,
                     features=frozen_features, seconds=seconds)
-
-
-def finetune(
-    checkpoint: str | Path,
-    task_train: ImageSet,
-    task_val: ImageSet,
-    out_dir: str | Path,
-    *,
-    task_classes: list[int],
-    analysis_split: str = "train",
-    expected_architecture: dict[str, Any] | None = None,
-    knn_k: int = 20,
-    record: dict[str, Any] | None = None,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
-    **probe_settings: Any,
-) -> dict[str, Any]:
-    """Probe the encoder of ``checkpoint`` on one task and write the run directory; return the result."""
-    out_dir = Path(out_dir)
-    encoder, meta = encoder_from_checkpoint(checkpoint, expected_architecture)
-    encoder.eval()
-    analysis_set = task_train if analysis_split == "train" else task_val
-    run = train_probe(
-        encoder, (task_train.images, task_train.labels), (task_val.images, task_val.labels), analysis_set.images,
-        n_classes=task_train.num_classes, device=device, progress=progress, **probe_settings,
-    )
-    features = run.features or {name: extract_features(encoder, s.images, device=device) for name, s in (("train", task_train), ("val", task_val))}
-    knn = knn_accuracy(features["train"], torch.from_numpy(task_train.labels), features["val"], torch.from_numpy(task_val.labels), knn_k)
-
-    mode = probe_settings.get("mode", "linear")
-    seed = probe_settings.get("seed", 0)
-    common = {
-        "stage": "finetune",
-        "method": meta.get("method"),
-        "pretrain_seed": meta.get("seed"),
-        "seed": seed,
-        "mode": mode,
-        "label": "linear probe (frozen encoder)" if mode == "linear" else "full fine-tuning (beyond the paper)",
-        "task_classes": list(task_classes),
-        "task_class_names": task_train.classes,
-        "dataset": task_train.name,
-        "encoder_checkpoint": str(checkpoint),
-        "architecture": meta.get("architecture"),
-        "normalization": meta.get("normalization"),
-        "epochs": len(run.history) - 1,
-        "settings": {k: v for k, v in probe_settings.items()},
-        "record": record or {},
-    }
-    parts = {"probe": run.probe_state}
-    if run.encoder_state is not None:
-        parts["encoder"] = run.encoder_state
-    save_checkpoint(out_dir / "probe", parts, {**common, "kind": "probe"})
-    save_array(out_dir / "snapshots.npy", run.snapshots, {
-        **common, "kind": "snapshots", "split": analysis_split, "sample_order": SAMPLE_ORDER,
-        "shape": list(run.snapshots.shape), "labels": analysis_set.labels.tolist(),
-    })
-    write_csv(out_dir / "history.csv", run.history)
-    final = run.history[-1]
-    result = {
-        **common, "kind": "result",
-        "val_accuracy": final["val_accuracy"], "val_loss": final["val_loss"],
-        "train_accuracy": final["train_accuracy"], "train_loss": final["train_loss"],
-        "knn_accuracy": knn, "knn_k": knn_k,
-        "seconds": {name: round(value, 3) for name, value in run.seconds.items()},
-    }
-    write_json(out_dir / "result.json", result)
-    return result

@@ -29,6 +29,7 @@ from .. import distributed as dist
 from ..augment import make_views
 from ..checkpoint import read_checkpoint, save_checkpoint, subset, load_state
 from ..data import ImageSet
+from ..errors import CheckpointError, NonFiniteError
 from ..models import architecture, build_encoder, linear_classifier, projection_head
 from ..objectives import get_objective
 from ..utils.io import write_csv
@@ -38,6 +39,24 @@ from .schedule import cosine_lr
 log = logging.getLogger(__name__)
 
 METRIC_FIELDS = ["epoch", "lr", "loss", "images_per_s", "seconds"]
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast_context(precision: str, device: torch.device) -> torch.autocast:
+    """``"bf16"``: bfloat16 autocast on ``device``; ``"fp32"``: no autocast."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}'; valid: {', '.join(PRECISIONS)}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _generator_device(meta: dict[str, Any], state: torch.Tensor) -> str:
+    """The device type of the generator whose state a checkpoint holds. Checkpoints written
+    before the sidecar recorded it are told apart by the state's size (CPU mt19937: 5056 bytes;
+    CUDA Philox: 16)."""
+    saved = meta.get("generator_device")
+    if saved is not None:
+        return str(saved)
+    return "cpu" if state.numel() == torch.Generator().get_state().numel() else "cuda"
 
 
 def batches(permutation: torch.Tensor, batch_size: int, min_size: int = 2) -> list[torch.Tensor]:
@@ -83,6 +102,7 @@ def pretrain(
     weight_decay: float = 1e-4,
     min_lr_ratio: float = 0.001,
     warmup_epochs: int = 0,
+    reach_min_at_last: bool = False,
     temperature: float = 0.07,
     base_temperature: float | None = None,
     loss_form: str = "out",
@@ -92,18 +112,21 @@ def pretrain(
     checkpoint_every: int = 0,
     sync_bn: bool = False,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
     record: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> Path:
     """Pretrain an encoder on ``train_set``; return the path of the final encoder checkpoint.
 
     Resumes from the last complete checkpoint in ``out_dir`` if there is one. ``record`` is
-    stored in every sidecar (e.g. the study config). Under ``torchrun`` each rank trains on
+    stored in every sidecar (e.g. the study config). ``precision`` is "fp32" (no autocast) or
+    "bf16" (bfloat16 autocast on ``device``); the caller resolves any "auto". Under ``torchrun`` each rank trains on
     its share of every global batch and the loss sees the gathered global batch.
     """
     out_dir = Path(out_dir)
     device = torch.device(device)
     objective = get_objective(method)
+    autocast = autocast_context(precision, device)  # checks the name before any work
     n_views = views if objective.views > 1 else 1
     rank, world = dist.rank(), dist.world_size()
     is_main = rank == 0
@@ -137,7 +160,9 @@ def pretrain(
         "normalization": {"mean": list(train_set.mean), "std": list(train_set.std)},
         "dataset": train_set.name,
         "settings": {"lr": lr, "batch_size": batch_size, "views": n_views, "world_size": world,
-                     "temperature": temperature if objective.head == "projection" else None},  # SupCE has none
+                     "temperature": temperature if objective.head == "projection" else None,  # SupCE has none
+                     "precision": precision, "reach_min_at_last": reach_min_at_last},
+        "generator_device": device.type,  # a CUDA generator's state cannot be restored into a CPU one
         "record": record or {},
     }
 
@@ -164,6 +189,11 @@ def pretrain(
             buf = tensors.get(f"optimizer.{i}")
             if buf is not None:
                 optimizer.state[p]["momentum_buffer"] = buf.to(device)
+        saved_device = _generator_device(meta, tensors["rng.generator"])
+        if saved_device != device.type:
+            raise CheckpointError(
+                f"{resume_from} was written by a run on {saved_device} and its random-number state cannot be "
+                f"restored on {device.type}: resume on {saved_device}, or start a new --out")
         generator.set_state(tensors["rng.generator"])
         start_epoch = int(meta["epoch"])
         if is_main:
@@ -187,15 +217,14 @@ def pretrain(
     # Every rank needs at least one sample of a last batch, and one sample alone breaks BatchNorm.
     min_batch = 2 * world
     steps_per_epoch = len(batches(torch.arange(n_samples), batch_size, min_batch))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     model.train()
 
     with progress_bar((epochs - start_epoch) * steps_per_epoch, f"pretrain {method} seed {seed}", progress and is_main) as advance:
         for epoch in range(start_epoch + 1, epochs + 1):
-            epoch_lr = cosine_lr(epoch - 1, epochs, lr, min_lr_ratio, warmup_epochs)
+            epoch_lr = cosine_lr(epoch - 1, epochs, lr, min_lr_ratio, warmup_epochs, reach_min_at_last)
             for group in optimizer.param_groups:
                 group["lr"] = epoch_lr
-            started, loss_sum, seen = time.perf_counter(), 0.0, 0
+            started, losses, sizes = time.perf_counter(), [], []
             permutation = torch.randperm(n_samples, generator=generator, device=device)
             for batch in batches(permutation, batch_size, min_batch):
                 # Every rank augments the whole global batch with the shared generator, so the
@@ -215,15 +244,23 @@ def pretrain(
                 optimizer.zero_grad(set_to_none=True)
                 (loss * world if world > 1 else loss).backward()  # DDP averages over ranks
                 optimizer.step()
-                loss_sum += loss.item() * len(y)
-                seen += len(y)
+                losses.append(loss.detach())  # no host sync per step; checked once per epoch
+                sizes.append(len(y))
                 advance(1)
+            losses_cpu = torch.stack(losses).float().cpu()  # the epoch's one sync
+            if not bool(torch.isfinite(losses_cpu).all()):
+                first = int((~torch.isfinite(losses_cpu)).nonzero()[0, 0])
+                raise NonFiniteError(
+                    f"pretraining {method} seed {seed}: loss is {losses_cpu[first].item()} at epoch {epoch} "
+                    f"(step {(epoch - 1) * steps_per_epoch + first + 1}); lower pretrain.lr.{method} (now {lr:g}), "
+                    f"add pretrain.warmup_epochs, or use precision fp32 if it is bf16")
+            seen = sum(sizes)
+            epoch_loss = float(losses_cpu.double() @ torch.tensor(sizes, dtype=torch.float64)) / seen
             seconds = time.perf_counter() - started
-            rows.append({"epoch": epoch, "lr": epoch_lr, "loss": loss_sum / seen, "images_per_s": seen / seconds, "seconds": seconds})
+            rows.append({"epoch": epoch, "lr": epoch_lr, "loss": epoch_loss, "images_per_s": seen / seconds, "seconds": seconds})
             if is_main:
                 write_csv(metrics_path, rows, METRIC_FIELDS)
-            if is_main:
-                log.info("%s seed %d epoch %d/%d loss %.4f", method, seed, epoch, epochs, loss_sum / seen)
+                log.info("%s seed %d epoch %d/%d loss %.4f", method, seed, epoch, epochs, epoch_loss)
             if epoch in save_at:
                 save(epoch)
 

@@ -21,9 +21,22 @@ def provenance(device: str | None = None) -> dict:
     }
     if device is not None:
         info["device"] = str(device)
-        if str(device).startswith("cuda") and torch.cuda.is_available():
-            info["device_name"] = torch.cuda.get_device_name(torch.device(device))
+        info["device_name"] = device_name(device)
     return info
+
+
+def device_name(device: torch.device | str) -> str:
+    """A readable name of ``device``: the GPU's name, or the CPU's model."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or device.type
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -1,0 +1,180 @@
+"""Hessian-vector products of the mean cross-entropy of a model, raw or filter-normalized.
+
+See :mod:`contrastlab.analysis.sharpness` for the analyses built on :func:`hessian_operator`.
+H·v = Σ_batches ∂/∂θ ⟨∂L_batch/∂θ, v⟩ by double backpropagation, with L_batch the batch's
+share of the mean. When the first-backward graphs (the gradients with ``create_graph``) of all
+batches fit the budget, they are built once and kept, so every further product is one backward
+pass through them (PyHessian does this for a single batch); otherwise each product recomputes
+them batch by batch. The numbers are the same either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import eval_mode
+from .checks import (
+    LandscapeInputError,
+    ParameterSelector,
+    autocast,
+    check_batch,
+    check_choice,
+    check_label_range,
+    check_positive_int,
+    check_precision,
+    model_device,
+    parameter_mask,
+)
+from .directions import filter_scales
+
+log = logging.getLogger(__name__)
+
+SHARPNESS_NORMALIZATIONS = ("filter", "none")
+# keep_graph=None keeps the first-backward graphs of all batches when they fit in this many bytes.
+GRAPH_BUDGET_BYTES = 2 << 30
+
+Matvec = Callable[[torch.Tensor], torch.Tensor]
+
+
+# --------------------------------------------------------------------------- Hessian-vector products
+
+
+def _saved_bytes() -> tuple[contextlib.AbstractContextManager, Callable[[], int]]:
+    """A saved-tensors hook context that counts the distinct storage bytes autograd keeps."""
+    seen: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    return torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), lambda: sum(seen.values())
+
+
+@contextlib.contextmanager
+def hessian_operator(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    params: ParameterSelector = "all",
+    batch_size: int = 256,
+    *,
+    normalization: str = "filter",
+    precision: str = "fp32",
+    keep_graph: bool | None = None,
+    graph_budget_bytes: int = GRAPH_BUDGET_BYTES,
+) -> Iterator[tuple[Matvec, int]]:
+    """Yield ``(matvec, dim)``: v (dim,) -> H·v (dim,) (or S H S·v) for the mean CE over all samples.
+
+    Vectors are flat, in the order of the operator's parameters (the selected
+    ``list(model.parameters())``; with ``normalization="filter"`` only those with ≥ 2 dims), on
+    the model's device, float64 for a float64 model and float32 otherwise. ``precision``
+    "fp32" | "bf16" (bf16 autocast of the forward pass; products accumulate in float32).
+    ``keep_graph``: True keeps the first-backward graphs of all batches across products, False
+    recomputes them per product, None decides by ``graph_budget_bytes``. Inside the context
+    the model is in eval mode and only the operator's parameters require grad; both are
+    restored on exit (the kept graphs are freed).
+    """
+    check_batch(images, labels, error=LandscapeInputError)
+    batch_size = check_positive_int(batch_size, "batch_size", error=LandscapeInputError)
+    check_choice(normalization, "normalization", SHARPNESS_NORMALIZATIONS, error=LandscapeInputError)
+    check_precision(precision, error=LandscapeInputError)
+    if keep_graph not in (None, True, False):
+        raise LandscapeInputError(f"keep_graph must be True, False or None (decide by graph_budget_bytes), got {keep_graph!r}")
+    mask = parameter_mask(model, params)
+    parameters = list(model.parameters())
+    if normalization == "filter":
+        if not any(keep and p.ndim >= 2 for p, keep in zip(parameters, mask)):
+            raise LandscapeInputError(f"params={params!r} selects only parameters with <= 1 dim, whose filter scale is 0; use normalization='none'")
+        mask = [keep and p.ndim >= 2 for p, keep in zip(parameters, mask)]
+    selected = [p for p, keep in zip(parameters, mask) if keep]
+    scales = filter_scales(selected) if normalization == "filter" else None
+    sizes = [p.numel() for p in selected]
+    dim = sum(sizes)
+    device = model_device(model)
+    dtype = torch.float64 if all(p.dtype == torch.float64 for p in selected) else torch.float32
+    n = images.shape[0]
+    starts = range(0, n, batch_size)
+    flags = [p.requires_grad for p in parameters]
+    # Per batch, (index, gradient with graph) pairs kept across products; decided at the first product.
+    state: dict = {"kept": None, "decided": keep_graph is False}
+
+    def first_backward(start: int) -> list[tuple[int, torch.Tensor]]:
+        """The batch's share of ∂L/∂θ, with its graph: (index into selected, gradient) pairs."""
+        # contiguous: torch 2.13's CPU double backward through a convolution corrupts the
+        # heap on some channels_last-strided batches (e.g. 125 images on 2 threads).
+        x = images[start : start + batch_size].to(device).contiguous()
+        y = labels[start : start + batch_size].to(device)
+        with autocast(precision, device):
+            logits = model(x)
+        check_label_range(y, logits.shape[1], error=LandscapeInputError)
+        loss = F.cross_entropy(logits.float(), y, reduction="sum") / n  # this batch's share of the mean
+        grads = torch.autograd.grad(loss, selected, create_graph=True, allow_unused=True)
+        # A gradient without a graph is constant: the loss is linear in that parameter.
+        return [(i, g) for i, g in enumerate(grads) if g is not None and g.requires_grad]
+
+    def second_backward(pairs: list[tuple[int, torch.Tensor]], parts: list[torch.Tensor], product: list[torch.Tensor], retain: bool) -> None:
+        """product += ∂/∂θ ⟨g, v⟩ for one batch's gradient g."""
+        if not pairs:
+            return
+        outputs = [g for _, g in pairs]
+        vectors = [parts[i].to(g.dtype) for i, g in pairs]
+        second = torch.autograd.grad(outputs, selected, grad_outputs=vectors, retain_graph=retain, allow_unused=True)
+        for total, s in zip(product, second):
+            if s is not None:
+                total += s.detach()
+
+    def build_graphs() -> list[list[tuple[int, torch.Tensor]]] | None:
+        """The first-backward graphs of all batches, or None when they should not be kept."""
+        if keep_graph is False:
+            return None
+        graphs = []
+        with torch.enable_grad():
+            for index, start in enumerate(starts):
+                if keep_graph is None and index == 0:
+                    counting, counted = _saved_bytes()
+                    with counting:
+                        graphs.append(first_backward(start))
+                    per_batch = counted() + sum(g.numel() * g.element_size() for _, g in graphs[0])
+                    if per_batch * len(starts) > graph_budget_bytes:
+                        log.debug("Hessian: graphs of %d batches need ~%d bytes > %d; recomputing per product", len(starts), per_batch * len(starts), graph_budget_bytes)
+                        return None
+                else:
+                    graphs.append(first_backward(start))
+        return graphs
+
+    def matvec(vector: torch.Tensor) -> torch.Tensor:
+        if vector.shape != (dim,):
+            raise LandscapeInputError(f"expected a vector of shape ({dim},), got {tuple(vector.shape)}")
+        parts = [chunk.view_as(p).to(p.dtype) for chunk, p in zip(vector.to(device).split(sizes), selected)]
+        if scales is not None:
+            parts = [part * scale for part, scale in zip(parts, scales)]
+        product = [torch.zeros_like(p) for p in selected]
+        with torch.enable_grad():
+            if not state["decided"]:
+                state["kept"], state["decided"] = build_graphs(), True
+            if state["kept"] is not None:
+                for pairs in state["kept"]:
+                    second_backward(pairs, parts, product, retain=True)
+            else:
+                for start in starts:
+                    second_backward(first_backward(start), parts, product, retain=False)
+        if scales is not None:
+            product = [total * scale for total, scale in zip(product, scales)]
+        return torch.cat([p.reshape(-1) for p in product]).to(dtype)
+
+    try:
+        for p, keep in zip(parameters, mask):
+            p.requires_grad_(keep)
+        with eval_mode(model):
+            yield matvec, dim
+    finally:
+        state["kept"] = None
+        for p, flag in zip(parameters, flags):
+            p.requires_grad_(flag)

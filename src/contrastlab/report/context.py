@@ -1,0 +1,146 @@
+"""What the report knows about a run directory before it draws anything.
+
+Everything comes from :mod:`contrastlab.rundir`: the finished units (their manifests) and
+``study.json`` when there is one. The study's config is used only for what the units cannot
+say (the study's name, seed and task order, the report's confidence level and claim
+thresholds); without it, methods, tasks and seeds are those present in the manifests.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from .. import rundir
+from ..config import PAPER_TASKS, ReportConfig
+from ..utils.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+RANDOM = "random"  # the random-init baseline's method name
+METHOD_ORDER = ("simclr", "supcon", "supce")  # then any other method, the random baseline last
+KINDS = ("pretrain", "finetune", "landscape", "sharpness", "robustness", "geometry")
+PER_TASK_FIGURES = 4  # per-task figures are drawn for the first tasks only; the rest are listed
+
+
+@dataclass
+class RunInfo:
+    """The run directory's study, as far as the report needs it."""
+
+    run_dir: Path
+    study: dict | None  # study.json, None for a folder that holds no study
+    config: dict  # study.json's config (a plain dict), {} without one
+    units: dict[str, list[rundir.UnitRecord]]  # kind -> finished units
+    methods: list[str]
+    tasks: list[str]  # task names in the study's order
+    seeds: list[int]
+    report: ReportConfig  # confidence and claim thresholds
+
+    @property
+    def name(self) -> str:
+        return str((self.study or {}).get("name") or self.config.get("name") or self.run_dir.name)
+
+    @property
+    def confidence(self) -> float:
+        return float(self.report.confidence)
+
+    @property
+    def paper_tasks(self) -> bool:
+        """The paper's reference numbers apply only to the paper's data and task lists."""
+        data = self.config.get("data", {})
+        return data.get("downstream") == "cifar100" and self.tasks == [rundir.task_name(t) for t in PAPER_TASKS]
+
+    def shown_tasks(self) -> tuple[list[str], list[str]]:
+        """(tasks drawn in per-task figures, tasks only listed by name)."""
+        return self.tasks[:PER_TASK_FIGURES], self.tasks[PER_TASK_FIGURES:]
+
+
+def order_methods(methods, preferred=()) -> list[str]:
+    """simclr, supcon, supce, then the others (in ``preferred`` order, else sorted), random last."""
+    methods = set(methods)
+    known = [m for m in METHOD_ORDER if m in methods]
+    others = [m for m in preferred if m in methods and m not in known and m != RANDOM]
+    others += sorted(methods - set(known) - set(others) - {RANDOM})
+    return known + others + ([RANDOM] if RANDOM in methods else [])
+
+
+def _task_key(name: str) -> tuple:
+    classes = rundir.task_classes(name)
+    return (0, classes, "") if classes is not None else (1, [], name)
+
+
+def order_tasks(present, config_tasks) -> list[str]:
+    """The config's task order where it is known, then the other tasks sorted by their classes."""
+    ordered = [rundir.task_name(c) for c in config_tasks or []]
+    ordered = [t for i, t in enumerate(ordered) if t not in ordered[:i]]
+    return ordered + sorted(set(present) - set(ordered), key=_task_key)
+
+
+def report_settings(config: dict) -> ReportConfig:
+    """The config's ``report`` section over the defaults (a study of an older version has none)."""
+    merged = OmegaConf.merge(OmegaConf.structured(ReportConfig), config.get("report") or {})
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def load_run(run_dir: str | Path) -> RunInfo:
+    """Read the manifests and ``study.json`` of ``run_dir``."""
+    run_dir = Path(run_dir)
+    study = rundir.read_study(run_dir)
+    config = dict((study or {}).get("config") or {})
+    units: dict[str, list[rundir.UnitRecord]] = {kind: [] for kind in KINDS}
+    for unit in rundir.finished_units(run_dir):
+        units.setdefault(unit.kind, []).append(unit)
+    present = [u for kind in units.values() for u in kind]
+    methods = order_methods({u.method for u in present if u.method}, config.get("methods") or ())
+    tasks = order_tasks({u.task for u in present if u.task}, config.get("data", {}).get("tasks"))
+    seeds = sorted({int(u.seed) for u in present if u.seed is not None} | set(config.get("seeds") or ()))
+    return RunInfo(run_dir, study, config, units, methods, tasks, seeds, report_settings(config))
+
+
+def unit_settings(unit: rundir.UnitRecord, sidecar: dict | None = None) -> dict:
+    """A unit's stage settings: its manifest's ``settings`` (format 2) over its output sidecar."""
+    return {**(sidecar or {}), **(unit.manifest.get("settings") or {})}
+
+
+@dataclass
+class Section:
+    title: str
+    anchor: str
+    body: list[str] = field(default_factory=list)  # HTML fragments
+
+
+@dataclass
+class ReportContext:
+    """The report being built: its inputs, the collected per-seed results and its output."""
+
+    run: RunInfo
+    results: dict  # quantity -> {(method, task): {seed: value}}, see results.py
+    curves: dict  # curve -> {(method, task): {seed: curve}}, see results.py
+    out: Path
+    sections: list[Section] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what could not be computed, shown with the claims
+
+    @property
+    def figure_dir(self) -> Path:
+        return self.out / "figures"
+
+    @property
+    def table_dir(self) -> Path:
+        return self.out / "tables"
+
+    def save_figure(self, figure, name: str) -> Path:
+        """Write ``figure`` as figures/<name>.png and release it (figures are never shown)."""
+        path = self.figure_dir / f"{name}.png"
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        if getattr(figure.canvas, "manager", None) is not None:  # made with pyplot: unregister it
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
+        figure.clear()
+        self.figures.append(path)
+        return path

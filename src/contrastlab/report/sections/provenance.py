@@ -1,0 +1,62 @@
+"""Provenance: the study's runs (study.json history), wall time per stage, devices and precisions."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from .. import html as h
+from ..context import KINDS, ReportContext, Section
+from ..tables import write_table
+
+HISTORY_COLUMNS = ("start", "end", "host", "device", "device_name", "status", "units_run")
+VERSION_KEYS = ("contrastlab", "torch", "numpy", "python", "cuda", "platform")
+
+
+def history_rows(study: dict | None) -> list[dict]:
+    """One row per run of the study; a study.json of an older version holds one provenance instead."""
+    if not study:
+        return []
+    history = study.get("history") or ([{**study["provenance"], "note": "recorded before run history"}]
+                                       if study.get("provenance") else [])
+    rows = []
+    for run in history:
+        versions = ", ".join(f"{k} {run[k]}" for k in VERSION_KEYS if run.get(k))
+        rows.append({**{c: "" if run.get(c) is None else run[c] for c in HISTORY_COLUMNS},
+                     "versions": versions, **({"note": run["note"]} if run.get("note") else {})})
+    return rows
+
+
+def stage_times(ctx: ReportContext) -> list[dict]:
+    """Per stage: finished units, wall time summed from their manifests, devices and precisions found."""
+    rows = []
+    for kind in [*KINDS, *sorted(set(ctx.run.units) - set(KINDS))]:
+        units = ctx.run.units.get(kind) or []
+        if not units:
+            continue
+        devices = Counter(str(u.manifest.get("device_name") or u.manifest.get("device") or "not recorded") for u in units)
+        precisions = Counter(str(u.manifest.get("precision") or "not recorded") for u in units)
+        rows.append({"stage": kind, "units": len(units), "seconds": round(sum(u.seconds for u in units), 1),
+                     "devices": "; ".join(f"{d} ×{n}" for d, n in devices.most_common()),
+                     "precisions": "; ".join(f"{p} ×{n}" for p, n in precisions.most_common())})
+    return rows
+
+
+def provenance_section(ctx: ReportContext) -> None:
+    run = ctx.run
+    section = Section("Provenance", "provenance")
+    times = stage_times(ctx)
+    write_table(ctx.table_dir, "stage_times", times)
+    total = sum(t["seconds"] for t in times)
+    study = run.study or {}
+    section.body.append(h.paragraph(
+        (f"Config hash {study['config_hash']}; " if study.get("config_hash") else "No study.json: a folder of single units; ")
+        + f"seeds {run.seeds}; wall time of the finished units {total:.0f} s (summed from their manifests)."))
+    section.body += ["<h3>Stages</h3>", h.table(times)]
+    history = history_rows(run.study)
+    if history:
+        section.body += ["<h3>Runs of this study</h3>", h.table(history)]
+    if run.config:
+        text = (run.run_dir / "config.yaml").read_text() if (run.run_dir / "config.yaml").exists() else json.dumps(run.config, indent=2)
+        section.body.append(h.details("Resolved configuration", f"<pre>{h.esc(text)}</pre>"))
+    ctx.sections.append(section)

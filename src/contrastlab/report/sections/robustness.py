@@ -1,0 +1,89 @@
+"""Adversarial robustness (Fig. 2b): accuracy and loss against ε per attack, and its mean over ε."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import numpy as np
+
+from ...utils.io import read_json
+from .. import html as h
+from ..context import ReportContext, Section, unit_settings
+from ..robustness_figures import RobustnessData, plot_robustness_curves
+from ..tables import summary, write_table
+from .common import quantity_table
+
+ATTACKS = ("fgsm", "pgd")
+
+
+def _description(ctx: ReportContext, unit) -> str:
+    sidecar = read_json(unit.path("robustness.json")) if unit.path("robustness.json").exists() else {}
+    s = unit_settings(unit, sidecar)
+    space = s.get("space", "pixel")
+    samples = s.get("samples")
+    eps_max = ctx.run.report.claims.robustness_eps_max_255
+    where = "pixel space (images clamped to [0, 1])" if space == "pixel" else "normalized space, unclamped (the original study)"
+    return (f"Accuracy and cross-entropy under attack on {samples if samples is not None else 'all'} "
+            f"{s.get('split', 'train')}-split samples, ε in {where}"
+            + (f"; PGD: {s['pgd_steps']} steps, random start" if s.get("pgd_steps") else "")
+            + f". Robustness score: the area under accuracy against ε over [0, {eps_max:g}/255] divided by "
+              "ε_max × the clean accuracy (1: nothing lost under attack; the quantity of claim 3).")
+
+
+def _curve_rows(ctx: ReportContext, attack: str, curves) -> list[dict]:
+    """One row per (task, method, ε): accuracy summarized over seeds, mean loss."""
+    rows = []
+    for task in ctx.run.tasks:
+        for method in ctx.run.methods:
+            seeds = curves.get(task, {}).get(method)
+            if not seeds:
+                continue
+            eps = seeds[min(seeds)][0]
+            accuracy = np.array([seeds[s][1] for s in sorted(seeds)])
+            loss = np.array([seeds[s][2] for s in sorted(seeds)])
+            for j, e in enumerate(eps):
+                s = summary(accuracy[:, j], ctx.run.confidence)
+                rows.append({"attack": attack, "task": task, "method": method, "eps_255": round(float(e) * 255, 3),
+                             "accuracy": s["mean"], "std": s["std"], "n": s["n"], "ci_low": s["ci_low"],
+                             "ci_high": s["ci_high"], "values": json.dumps([round(float(v), 6) for v in accuracy[:, j]]),
+                             "loss": round(float(loss[:, j].mean()), 6)})
+    return rows
+
+
+def robustness_section(ctx: ReportContext) -> None:
+    section = Section("Adversarial robustness (Fig. 2b)", "robustness")
+    units = ctx.run.units.get("robustness", [])
+    if not units:
+        section.body.append(h.missing("robustness not computed (disabled or not run yet)"))
+        ctx.sections.append(section)
+        return
+    section.body.append(h.paragraph(_description(ctx, units[0])))
+    drawn, listed = ctx.run.shown_tasks()
+    for attack in ATTACKS:
+        curves: dict[str, dict[str, dict[int, tuple]]] = defaultdict(dict)
+        for (method, task), seeds in ctx.curves.get(attack, {}).items():
+            curves[task][method] = seeds
+        if not curves:
+            continue
+        rows = _curve_rows(ctx, attack, curves)
+        write_table(ctx.table_dir, f"robustness_{attack}", rows)
+        section.body.append(f"<h3>{attack.upper()}</h3>")
+        data = {}
+        for task in (t for t in drawn if t in curves):
+            data[task] = {}
+            for method in (m for m in ctx.run.methods if m in curves[task]):
+                seeds = curves[task][method]
+                length = min(len(c[0]) for c in seeds.values())
+                data[task][method] = RobustnessData(seeds[min(seeds)][0][:length],
+                                                    np.array([seeds[s][1][:length] for s in sorted(seeds)]),
+                                                    np.array([seeds[s][2][:length] for s in sorted(seeds)]))
+        if data:
+            path = ctx.save_figure(plot_robustness_curves(data, title=attack.upper()), f"robustness_{attack}")
+            section.body.append(h.img(path, f"{attack.upper()}: accuracy and loss against ε·255 (mean ± std over seeds)"
+                                      + (f"; first {len(data)} tasks" if listed else "")))
+        section.body += quantity_table(ctx, f"{attack}_score", f"robustness_{attack}_score")
+    if listed:
+        section.body.append(h.paragraph(f"Curves drawn for the first {len(drawn)} tasks; tables/robustness_*.csv hold all "
+                                        f"{len(ctx.run.tasks)} (not drawn: {', '.join(listed)})."))
+    ctx.sections.append(section)

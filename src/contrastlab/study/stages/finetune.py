@@ -1,0 +1,56 @@
+"""Finetune stage: a linear probe (or full fine-tuning) of one encoder on one task.
+
+Writes ``probe.safetensors`` (+ .json; the encoder too in full mode), ``snapshots.npy`` (+ .json:
+(epochs+1, N, C) float32 probabilities on the analysis split), ``history.csv`` and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...checkpoint import encoder_from_checkpoint, save_checkpoint
+from ...train.finetune import SAMPLE_ORDER, extract_features, knn_accuracy, train_probe
+from ...utils.io import save_array, write_csv, write_json
+from ..context import StageContext
+from ..inputs import expected_architecture, task_sets
+
+
+def run(ctx: StageContext) -> None:
+    f, classes = ctx.settings, ctx.config.data.tasks[ctx.unit.task]
+    task_train, task_val = task_sets(ctx.config.data, classes)
+    checkpoint = ctx.input("encoder")
+    encoder, meta = encoder_from_checkpoint(checkpoint, expected_architecture(ctx.config.model, task_train.images.shape[-1]))
+    encoder.eval().to(ctx.device)
+    analysis_set = task_train if f.analysis_split == "train" else task_val
+    probe_settings = {"mode": f.mode, "epochs": f.epochs, "batch_size": f.batch_size, "lr": f.lr, "momentum": f.momentum,
+                      "weight_decay": f.weight_decay, "min_lr_ratio": f.min_lr_ratio, "seed": ctx.unit.seed or 0}
+    run = train_probe(encoder, (task_train.images, task_train.labels), (task_val.images, task_val.labels), analysis_set.images,
+                      n_classes=task_train.num_classes, precision=ctx.precision, progress=ctx.progress, **probe_settings)
+    features = run.features or {name: extract_features(encoder, s.images, device=ctx.device)
+                                for name, s in (("train", task_train), ("val", task_val))}
+    knn = knn_accuracy(features["train"], torch.from_numpy(task_train.labels), features["val"], torch.from_numpy(task_val.labels), f.knn_k)
+
+    common = {
+        "stage": "finetune", "method": meta.get("method"), "pretrain_seed": meta.get("seed"), "seed": probe_settings["seed"],
+        "mode": f.mode, "label": "linear probe (frozen encoder)" if f.mode == "linear" else "full fine-tuning (beyond the paper)",
+        "task_classes": list(classes), "task_class_names": task_train.classes, "dataset": task_train.name,
+        "encoder_checkpoint": str(checkpoint), "architecture": meta.get("architecture"), "normalization": meta.get("normalization"),
+        "epochs": len(run.history) - 1, "settings": probe_settings, "record": ctx.record,
+    }
+    parts = {"probe": run.probe_state}
+    if run.encoder_state is not None:
+        parts["encoder"] = run.encoder_state
+    save_checkpoint(ctx.folder / "probe", parts, {**common, "kind": "probe"})
+    save_array(ctx.folder / "snapshots.npy", run.snapshots, {
+        **common, "kind": "snapshots", "split": f.analysis_split, "sample_order": SAMPLE_ORDER,
+        "shape": list(run.snapshots.shape), "labels": analysis_set.labels.tolist(),
+    })
+    write_csv(ctx.folder / "history.csv", run.history)
+    final = run.history[-1]
+    write_json(ctx.folder / "result.json", {
+        **common, "kind": "result",
+        "val_accuracy": final["val_accuracy"], "val_loss": final["val_loss"],
+        "train_accuracy": final["train_accuracy"], "train_loss": final["train_loss"],
+        "knn_accuracy": knn, "knn_k": f.knn_k,
+        "seconds": {name: round(value, 3) for name, value in run.seconds.items()},
+    })

@@ -1,0 +1,37 @@
+"""Robustness stage: FGSM / PGD accuracy and loss against ε (Fig. 2b)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...analysis.attacks import robust_accuracy
+from ...config import RobustnessConfig
+from ...utils.io import write_csv, write_json
+from ..context import StageContext
+from ..inputs import probe_and_data
+
+
+def robustness_curves(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, s: RobustnessConfig, folder: Path,
+                      meta: dict, precision: str = "fp32", progress: bool = False) -> None:
+    """Write ``<attack>.csv`` (eps, eps_255, accuracy, loss) per attack and ``robustness.json``."""
+    eps = np.asarray(s.eps_255, dtype=np.float64) / 255
+    for attack in s.attacks:
+        kwargs = {"space": s.space, "precision": precision}
+        if attack == "pgd":
+            kwargs.update(steps=s.pgd_steps, seed=s.seed)
+        curve = robust_accuracy(model, images, labels, eps, attack=attack, batch_size=s.batch_size, progress=progress, **kwargs)
+        rows = [{"eps": f"{e:.8f}", "eps_255": f"{e * 255:g}", "accuracy": f"{acc:.6f}", "loss": f"{loss:.6f}"}
+                for e, acc, loss in zip(eps, curve.accuracy, curve.loss)]
+        write_csv(folder / f"{attack}.csv", rows)
+    write_json(folder / "robustness.json", {
+        **meta, "kind": "robustness", "attacks": list(s.attacks), "space": s.space, "pgd_steps": s.pgd_steps,
+        "eps_255": list(s.eps_255), "precision": precision,
+    })
+
+
+def run(ctx: StageContext) -> None:
+    model, images, labels, meta = probe_and_data(ctx, ctx.settings.samples)
+    robustness_curves(model, images, labels, ctx.settings, ctx.folder, meta, ctx.precision, ctx.progress)

@@ -1,0 +1,59 @@
+"""The GPU benchmark's CPU smoke run: every part runs through the real code and writes every field."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+STAGES = {"pretrain", "finetune", "landscape", "sharpness", "robustness", "geometry"}
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_cpu_smoke_writes_every_field(tmp_path):
+    out = tmp_path / "results"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--cpu-smoke", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "gpu.json").read_text())
+    markdown = (out / "gpu.md").read_text()
+
+    assert results["mode"] == "cpu-smoke" and "--cpu-smoke" in results["command"]
+    assert results["command"] in markdown
+    for key in ("device", "device_name", "torch", "cuda"):
+        assert key in results["environment"]
+
+    study = results["micro_study"]
+    assert study["returncode"] == 0, study.get("error")
+    assert "--preset paper" in study["command"]
+    assert set(study["stage_seconds"]) == STAGES and all(v >= 0 for v in study["stage_seconds"].values())
+    assert sum(study["stage_units"].values()) == study["units"] > 0
+    assert study["devices"] == {"cpu": study["units"]} and study["all_cuda"] is False
+    assert study["done_json_has_device"] and study["done_json_has_precision"]
+
+    assert results["errors"] == {}
+    t = results["throughput"]
+    for method in ("simclr", "supcon", "supce"):
+        assert t["pretrain"][method]["eager"]["images_per_s"] > 0
+        assert t["pretrain"][method]["best_images_per_s"] > 0
+    assert t["inference"]["images_per_s"] > 0
+    assert t["landscape"]["seconds"] > 0 and t["landscape"]["seconds_at_51x51"] > 0
+    assert t["hvp"]["seconds_per_product"] > 0
+    assert t["attacks"]["fgsm"]["seconds_per_eps"] > 0 and t["attacks"]["pgd"]["seconds_per_eps"] > 0
+
+    projection = results["projection"]
+    assert projection["missing"] == []
+    assert set(projection["stages"]) == {"pretraining", "probes", "landscapes", "sharpness", "attacks", "geometry"}
+    assert all(s["formula"] and s["hours"] >= 0 for s in projection["stages"].values())
+    assert projection["total_hours"] == pytest.approx(sum(s["hours"] for s in projection["stages"].values()))
+
+    targets = results["targets"]
+    assert set(targets) == {"simclr_images_per_s", "supce_images_per_s", "landscape_51_seconds", "full_grid_hours",
+                            "micro_study_all_cuda"}
+    assert all(isinstance(target["met"], bool) for target in targets.values())
+    assert targets["micro_study_all_cuda"]["met"] is False  # the CPU is not cuda
+    assert "full paper grid" in markdown and "| pretrain simclr |" in markdown

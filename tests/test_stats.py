@@ -1,0 +1,122 @@
+"""contrastlab.stats against scipy on known data, plus the degenerate cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as st
+
+from contrastlab.stats import equivalence_ratio, paired_difference, spearman_bootstrap, summarize
+
+A = [0.81, 0.79, 0.86, 0.90, 0.77, 0.84]
+B = [0.78, 0.80, 0.80, 0.85, 0.74, 0.83]
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_summarize_matches_scipy_t_interval(confidence):
+    s = summarize(A, confidence)
+    x = np.array(A)
+    low, high = st.t.interval(confidence, len(A) - 1, loc=x.mean(), scale=st.sem(x))
+    assert s.n == 6 and s.mean == pytest.approx(x.mean()) and s.std == pytest.approx(x.std(ddof=1))
+    assert (s.ci_low, s.ci_high) == pytest.approx((low, high))
+
+
+def test_summarize_small_and_flat_samples():
+    one = summarize([3.0])
+    assert one.n == 1 and one.mean == 3.0 and math.isnan(one.std) and math.isnan(one.ci_low)
+    empty = summarize([])
+    assert empty.n == 0 and math.isnan(empty.mean)
+    flat = summarize([2.0, 2.0, 2.0])
+    assert flat.std == 0.0 and flat.ci_low == flat.ci_high == 2.0
+    with pytest.raises(ValueError, match="finite"):
+        summarize([1.0, float("nan")])
+    with pytest.raises(ValueError, match="confidence"):
+        summarize(A, 95)
+
+
+def test_paired_difference_matches_ttest_rel():
+    d = paired_difference(A, B, 0.95)
+    ref = st.ttest_rel(A, B)
+    diff = np.subtract(A, B)
+    low, high = st.t.interval(0.95, len(A) - 1, loc=diff.mean(), scale=st.sem(diff))
+    assert d.n == 6 and d.estimate == pytest.approx(diff.mean())
+    assert d.p_value == pytest.approx(ref.pvalue)
+    assert (d.ci_low, d.ci_high) == pytest.approx((low, high))
+    # antisymmetric in its arguments
+    r = paired_difference(B, A, 0.95)
+    assert r.estimate == pytest.approx(-d.estimate) and r.p_value == pytest.approx(d.p_value)
+    assert (r.ci_low, r.ci_high) == pytest.approx((-d.ci_high, -d.ci_low))
+
+
+def test_paired_difference_degenerate_cases():
+    same = paired_difference(A, A)
+    assert same.estimate == 0.0 and same.p_value == 1.0 and same.ci_low == same.ci_high == 0.0
+    shifted = paired_difference(np.add(A, 0.1), A)  # differences equal up to rounding
+    assert shifted.p_value == 0.0 and shifted.ci_low == shifted.ci_high == pytest.approx(0.1)
+    single = paired_difference([1.0], [0.5])
+    assert single.n == 1 and single.estimate == 0.5 and math.isnan(single.p_value) and math.isnan(single.ci_low)
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_difference([1.0, 2.0], [1.0])
+
+
+def _hand_tost(a, b, margin, alpha):
+    r = np.log(a) - np.log(b)
+    p_low = st.ttest_1samp(r, -math.log(margin), alternative="greater").pvalue
+    p_high = st.ttest_1samp(r, math.log(margin), alternative="less").pvalue
+    low, high = st.t.interval(1 - 2 * alpha, len(r) - 1, loc=r.mean(), scale=st.sem(r))
+    return max(p_low, p_high), math.exp(low), math.exp(high), math.exp(r.mean())
+
+
+@pytest.mark.parametrize("margin", [1.05, 1.2, 2.0])
+def test_equivalence_ratio_matches_hand_tost(margin):
+    e = equivalence_ratio(A, B, margin, 0.95)
+    p, low, high, gm = _hand_tost(np.array(A), np.array(B), margin, 0.05)
+    assert e.ci_level == pytest.approx(0.90) and e.margin == margin and e.n == 6
+    assert e.p_value == pytest.approx(p) and e.estimate == pytest.approx(gm)
+    assert (e.ci_low, e.ci_high) == pytest.approx((low, high))
+    # equivalence shown <=> TOST p < alpha <=> the 90% interval lies inside (1/m, m)
+    assert e.equivalent == (p < 0.05) == (1 / margin < low and high < margin)
+
+
+def test_equivalence_ratio_decisions_and_degenerate_cases():
+    rng = np.random.default_rng(1)
+    b = rng.uniform(1, 2, 20)
+    assert equivalence_ratio(b * rng.uniform(0.97, 1.03, 20), b, 2.0).equivalent
+    far = equivalence_ratio(5 * b * rng.uniform(0.97, 1.03, 20), b, 2.0)
+    assert not far.equivalent and far.ci_low > 2.0
+    exact = equivalence_ratio(1.5 * b, b, 2.0)
+    assert exact.p_value == 0.0 and exact.equivalent and exact.ci_low == exact.ci_high == pytest.approx(1.5)
+    outside = equivalence_ratio(3 * b, b, 2.0)
+    assert outside.p_value == 1.0 and not outside.equivalent
+    single = equivalence_ratio([2.0], [1.0], 2.0)
+    assert single.estimate == 2.0 and math.isnan(single.p_value) and not single.equivalent
+    with pytest.raises(ValueError, match="positive"):
+        equivalence_ratio([1.0, 0.0], [1.0, 1.0], 2.0)
+    with pytest.raises(ValueError, match="margin"):
+        equivalence_ratio(A, B, 0.5)
+
+
+def test_spearman_bootstrap_matches_spearmanr_and_is_deterministic():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=30)
+    y = x + rng.normal(scale=0.8, size=30)
+    y[3] = y[4]  # a tie
+    c = spearman_bootstrap(x, y, n_boot=500, seed=3)
+    ref = st.spearmanr(x, y)
+    assert c.rho == pytest.approx(ref.statistic) and c.p_value == pytest.approx(ref.pvalue)
+    assert c.ci_low < c.rho < c.ci_high and -1 <= c.ci_low and c.ci_high <= 1
+    assert spearman_bootstrap(x, y, n_boot=500, seed=3) == c
+    assert spearman_bootstrap(x, y, n_boot=500, seed=4) != c
+    # the bootstrap by hand, with scipy's spearmanr per resample
+    index = np.random.default_rng(3).integers(0, 30, size=(500, 30))
+    boot = np.array([st.spearmanr(x[i], y[i]).statistic for i in index])
+    assert (c.ci_low, c.ci_high) == pytest.approx(tuple(np.nanpercentile(boot, [2.5, 97.5])))
+
+
+def test_spearman_bootstrap_small_and_constant_inputs():
+    assert math.isnan(spearman_bootstrap([1.0], [2.0]).rho)
+    two = spearman_bootstrap([1.0, 2.0], [3.0, 5.0])
+    assert two.rho == pytest.approx(1.0) and math.isnan(two.ci_low)
+    assert math.isnan(spearman_bootstrap([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]).rho)
