@@ -21,6 +21,7 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
+from common import add_device_arguments, device_line, setup_device, synchronize
 from contrastlab.augment import augment_batch
 
 
@@ -32,11 +33,6 @@ def kornia_pipeline(size: int, recipe: str) -> nn.Module:
     return nn.Sequential(*steps)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=256)
@@ -44,14 +40,11 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=["contrastive", "supervised"])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--device", default="cpu")
+    add_device_arguments(parser)
     args = parser.parse_args()
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}")
+    device = setup_device(args)
+    print(f"{device_line(device)}, batch {args.batch}")
 
     rows = []
     for size in args.sizes:

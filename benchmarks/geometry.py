@@ -19,11 +19,11 @@ import os
 import resource
 import subprocess
 import sys
-import time
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from common import Stopwatch, best_time
 from contrastlab.analysis.inpca import default_workers, inpca
 from contrastlab.analysis.progress import progress
 
@@ -40,15 +40,6 @@ def fabricated_probabilities(rng: np.random.Generator, n_models: int, n_samples:
         draws = rng.standard_gamma(concentration)
         probs[start:stop] = draws / draws.sum(axis=-1, keepdims=True)
     return probs
-
-
-def best_time(function, repeats: int) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = function()
-        best = min(best, time.perf_counter() - started)
-    return best, result
 
 
 # ---------------------------------------------------------------- references
@@ -101,9 +92,9 @@ def memory_check(seed: int, workers: int | None) -> None:
     labels = rng.integers(0, 10, 10_000)
     probs = fabricated_probabilities(rng, 2400, 10_000, 10, labels)
     rss_input = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    started = time.perf_counter()
-    inpca(probs, n_components=3, workers=workers)
-    seconds = time.perf_counter() - started
+    with Stopwatch() as watch:
+        inpca(probs, n_components=3, workers=workers)
+    seconds = watch.seconds
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
     print(f"{seconds:.1f} {peak:.2f} {rss_input:.2f}")
 

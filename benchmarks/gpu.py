@@ -51,9 +51,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from contrastlab.data.cifar_format import cifar_present, write_cifar_folders
 from common import (
     Stopwatch,
-    cifar_present,
     command_line,
     environment,
     fmt,
@@ -61,7 +61,6 @@ from common import (
     measure,
     synchronize,
     temporary_directory,
-    write_cifar_folders,
     write_results,
 )
 
@@ -102,7 +101,7 @@ class Sizes:
     attack_images: int = 2_500
     attack_eps: tuple[float, ...] = (2 / 255, 8 / 255)
     pgd_steps: int = 10
-    study_timeout: int = 480
+    study_timeout: int = 360
     study_threads: int | None = None  # OMP_NUM_THREADS of the study's process (None: inherited)
     # data written when the CIFAR archives are absent, per class
     data: dict = field(default_factory=lambda: {"cifar10_train_per_class": 500, "cifar10_test_per_class": 10,
@@ -326,7 +325,9 @@ def bench_landscape(sizes: Sizes, device: torch.device, precision: str, record: 
         loss_surface(model=model, images=images, labels=labels, directions=directions, xs=axis, ys=axis, **extra)
     points = sizes.landscape_grid ** 2
     return {"grid": sizes.landscape_grid, "images": sizes.landscape_images, "seconds": watch.seconds,
-            "points_per_s": points / watch.seconds, "seconds_at_51x51": watch.seconds * 51 ** 2 / points,
+            "points_per_s": points / watch.seconds,
+            # linear in points and images: equal to "seconds" at the paper's sizes
+            "seconds_at_51x51": watch.seconds * (51 ** 2 / points) * (PAPER["landscape_images"] / sizes.landscape_images),
             "precision": extra.get("precision", "kernel default")}
 
 
@@ -341,7 +342,8 @@ def bench_hvp(sizes: Sizes, device: torch.device, precision: str, record: dict) 
         vector = torch.randn(dim, generator=torch.Generator().manual_seed(0)).to(device)
         timing = measure(lambda: matvec(vector), device=device, repeats=sizes.hvp_products, warmup=1)
     return {"precision": extra.get("precision", "kernel default"), "samples": sizes.hvp_samples, "products": sizes.hvp_products, "parameters": dim,
-            "seconds_per_product": timing.median}
+            "seconds_per_product": timing.median,
+            "seconds_per_product_at_paper": timing.median * PAPER["sharpness_samples"] / sizes.hvp_samples}
 
 
 def bench_attacks(sizes: Sizes, device: torch.device, precision: str, record: dict) -> dict:
@@ -355,12 +357,16 @@ def bench_attacks(sizes: Sizes, device: torch.device, precision: str, record: di
     out = {}
     for attack, extra in (("fgsm", {}), ("pgd", {"steps": sizes.pgd_steps, "seed": 0})):
         kernel = getattr(attacks_module, attack, None)  # robust_accuracy passes its extra keywords on to it
-        extra = {**extra, **(supported(kernel, precision=precision) if kernel is not None else {})}
+        # precision= to robust_accuracy itself, else (older signature) to the attack through its **attack_kwargs
+        own = supported(robust_accuracy, precision=precision)
+        extra = {**extra, **(own or (supported(kernel, precision=precision) if kernel is not None else {}))}
         record[attack] = signature(kernel) if kernel is not None else None
         robust_accuracy(model=model, images=images[:64], labels=labels[:64], eps_values=[1 / 255], attack=attack, **extra)  # warm-up
         with Stopwatch(device) as watch:
             robust_accuracy(model=model, images=images, labels=labels, eps_values=list(sizes.attack_eps), attack=attack, **extra)
-        out[attack] = {"precision": extra.get("precision", "kernel default"), "images": sizes.attack_images, "eps_timed": len(sizes.attack_eps), "seconds_per_eps": watch.seconds / len(sizes.attack_eps),
+        per_eps = watch.seconds / len(sizes.attack_eps)
+        scale = PAPER["attack_images"] / sizes.attack_images * ((PAPER["pgd_steps"] + 1) / (sizes.pgd_steps + 1) if attack == "pgd" else 1)
+        out[attack] = {"precision": extra.get("precision", "kernel default"), "seconds_per_eps_at_paper": per_eps * scale, "images": sizes.attack_images, "eps_timed": len(sizes.attack_eps), "seconds_per_eps": watch.seconds / len(sizes.attack_eps),
                        **({"steps": sizes.pgd_steps} if attack == "pgd" else {})}
     return out
 
@@ -403,13 +409,13 @@ def projection(throughput: dict) -> dict:
     if landscape.get("seconds_at_51x51"):
         stages["landscapes"] = {"seconds": runs * landscape["seconds_at_51x51"],
                                 "formula": f"{runs} runs × {landscape['seconds_at_51x51']:.2f} s per 51×51 landscape on {p['landscape_images']:,} images"}
-    hvp = (throughput.get("hvp") or {}).get("seconds_per_product")
+    hvp = (throughput.get("hvp") or {}).get("seconds_per_product_at_paper")
     if hvp:
         stages["sharpness"] = {"seconds": runs * hvps * hvp,
                                "formula": f"{runs} runs × ({p['lanczos_steps']} Lanczos + {p['trace_samples']} Hutch++) HVPs × {hvp:.4f} s/HVP on {p['sharpness_samples']} images"}
     attacks = throughput.get("attacks") or {}
     if attacks.get("fgsm") and attacks.get("pgd"):
-        fgsm, pgd = attacks["fgsm"]["seconds_per_eps"], attacks["pgd"]["seconds_per_eps"]
+        fgsm, pgd = attacks["fgsm"]["seconds_per_eps_at_paper"], attacks["pgd"]["seconds_per_eps_at_paper"]
         stages["attacks"] = {"seconds": runs * p["eps"] * (fgsm + pgd),
                              "formula": f"{runs} runs × {p['eps']} ε × ({fgsm:.3f} s FGSM + {pgd:.3f} s PGD-{p['pgd_steps']}) per ε on {p['attack_images']:,} images (ε=0 counted as attacked)"}
     stages["geometry"] = {"seconds": 0.0, "formula": "negligible (InPCA and t_w of 4 tasks: seconds on the CPU)"}
@@ -420,6 +426,8 @@ def projection(throughput: dict) -> dict:
     total = None if missing else sum(s["hours"] for s in stages.values())
     return {"stages": stages, "missing": missing, "total_hours": total,
             "formula": "total = pretraining + probes + landscapes + sharpness + attacks + geometry, run back to back on one GPU",
+            "note": "landscape, HVP and attack times measured below the paper's sizes are scaled linearly to them "
+                    "(points × images; images; images × PGD forward-backward passes): only --cpu-smoke or --landscape-grid do that",
             "grid": dict(PAPER)}
 
 
@@ -489,7 +497,8 @@ def markdown(results: dict) -> str:
     proj = results["projection"]
     rows = [[stage, fmt(s["hours"]), s["formula"]] for stage, s in proj["stages"].items()]
     rows.append(["**full paper grid**", fmt(proj["total_hours"]), proj["formula"] + (f"; missing: {', '.join(proj['missing'])}" if proj["missing"] else "")])
-    lines += ["## (c) Projected wall time of the full paper grid on this GPU", "", markdown_table(["stage", "hours", "formula"], rows, "lrl"), ""]
+    lines += ["## (c) Projected wall time of the full paper grid on this GPU", "", markdown_table(["stage", "hours", "formula"], rows, "lrl"), "",
+              proj["note"] + ".", ""]
     return "\n".join(lines)
 
 
@@ -528,26 +537,36 @@ def main(argv: list[str] | None = None) -> int:
                      "sizes": asdict(sizes), "micro_study": None, "throughput": {}, "errors": {}, "kernels": {}}
     print(f"{results['environment']['device_name']}; torch {torch.__version__}; CUDA {torch.version.cuda}", file=sys.stderr)
 
+    def save() -> tuple[Path, Path, str]:
+        """Write gpu.json and gpu.md with what is measured so far (a run cut by a time limit keeps them)."""
+        results["projection"] = projection(results["throughput"])
+        results["targets"] = check_targets(results["throughput"], results["projection"], results["micro_study"])
+        text = markdown(results)
+        return (*write_results(Path(out) / "gpu.json", results, text, command=command_line()), text)
+
     if "study" in args.parts:
         with temporary_directory("gpu-study-", keep=args.keep) as work:
             results["micro_study"] = guarded("micro study", lambda: micro_study(sizes, data_root, work), results["errors"])
             if args.keep and results["micro_study"]:
                 results["micro_study"]["run_dir"] = str(work / "study")
+        save()
 
     if "throughput" in args.parts:
         t, errors, kernels = results["throughput"], results["errors"], results["kernels"]
         results["tf32"] = study_device_settings(device)
-        t["pretrain"] = guarded("pretrain", lambda: bench_pretrain(sizes, device, args.methods, not args.skip_compile, args.precision, kernels), errors)
-        t["inference"] = guarded("encoder inference", lambda: bench_inference(sizes, device, args.precision, kernels), errors)
-        t["landscape"] = guarded("landscape", lambda: bench_landscape(sizes, device, args.precision, kernels), errors)
-        t["hvp"] = guarded("Hessian-vector product", lambda: bench_hvp(sizes, device, args.precision, kernels), errors)
-        t["attacks"] = guarded("attacks", lambda: bench_attacks(sizes, device, args.precision, kernels), errors)
+        benches = [
+            ("pretrain", "pretrain", lambda: bench_pretrain(sizes, device, args.methods, not args.skip_compile, args.precision, kernels)),
+            ("inference", "encoder inference", lambda: bench_inference(sizes, device, args.precision, kernels)),
+            ("landscape", "landscape", lambda: bench_landscape(sizes, device, args.precision, kernels)),
+            ("hvp", "Hessian-vector product", lambda: bench_hvp(sizes, device, args.precision, kernels)),
+            ("attacks", "attacks", lambda: bench_attacks(sizes, device, args.precision, kernels)),
+        ]
+        for key, name, bench in benches:
+            t[key] = guarded(name, bench, errors)
+            save()
         synchronize(device)
 
-    results["projection"] = projection(results["throughput"])
-    results["targets"] = check_targets(results["throughput"], results["projection"], results["micro_study"])
-    text = markdown(results)
-    json_path, md_path = write_results(Path(out) / "gpu.json", results, text, command=command_line())
+    json_path, md_path, text = save()
     try:
         print(text, flush=True)
     except BrokenPipeError:  # e.g. piped into head

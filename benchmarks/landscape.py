@@ -36,13 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common import Stopwatch, add_device_arguments, device_line, setup_device, synchronize
 from contrastlab.analysis.landscape import loss_surface, random_directions
 from contrastlab.models import classifier, linear_classifier, resnet18
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def straightforward_point(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, directions, x: float, y: float, batch: int = 64) -> float:
@@ -72,13 +68,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch", type=int, default=None, help="loss_surface batch size (default: its own choice)")
     parser.add_argument("--probe-grid", type=int, default=51, help="points per axis of the probe-only grid")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--device", default="cpu")
+    add_device_arguments(parser)
     args = parser.parse_args()
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = setup_device(args)
     torch.manual_seed(0)
     encoder = resnet18(width=args.width, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26])
     model = classifier(encoder, linear_classifier(encoder.feature_dim, args.classes)).to(device).eval()
@@ -87,7 +80,7 @@ def main() -> None:
     labels = torch.randint(0, args.classes, (args.images,), generator=generator).to(device)
     directions = random_directions(model, n=2, seed=0)
     n_parameters = sum(p.numel() for p in model.parameters())
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
+    print(device_line(device))
     print(f"ResNet-18 width {args.width} + {args.classes}-way probe ({n_parameters:,} parameters), {args.images} images")
 
     # --------------------------------------------------------------- whole network
@@ -134,11 +127,9 @@ def main() -> None:
     # --------------------------------------------------------------- probe only
     probe_directions = random_directions(model, n=2, seed=0, params="1")
     axis = np.linspace(-1.0, 1.0, args.probe_grid)
-    synchronize(device)
-    start = time.perf_counter()
-    probe_surface = loss_surface(model, images, labels, probe_directions, axis, axis, batch_size=args.batch)
-    synchronize(device)
-    probe_seconds = time.perf_counter() - start
+    with Stopwatch(device) as watch:
+        probe_surface = loss_surface(model, images, labels, probe_directions, axis, axis, batch_size=args.batch)
+    probe_seconds = watch.seconds
     middle = args.probe_grid // 2
     check = straightforward_point(model, images, labels, probe_directions, float(axis[middle]), float(axis[0]))
     deviation = abs(check - probe_surface.loss[0, middle]) / abs(check)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common import Stopwatch
 from contrastlab.data import load_dataset, make_task
 from contrastlab.models import linear_classifier, resnet18
 
@@ -142,13 +143,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     size = args.image_size
 
-    t0 = time.time()
-    pre = load_dataset("synth10", "train", image_size=size, per_class=args.pretrain_per_class)
-    t_pre = time.time() - t0
-    t0 = time.time()
-    down_train = load_dataset("synth100", "train", image_size=size, per_class=args.train_per_class)
-    down_test = load_dataset("synth100", "test", image_size=size, per_class=args.test_per_class)
-    t_down = time.time() - t0
+    with Stopwatch() as watch:
+        pre = load_dataset("synth10", "train", image_size=size, per_class=args.pretrain_per_class)
+    t_pre = watch.seconds
+    with Stopwatch() as watch:
+        down_train = load_dataset("synth100", "train", image_size=size, per_class=args.train_per_class)
+        down_test = load_dataset("synth100", "test", image_size=size, per_class=args.test_per_class)
+    t_down = watch.seconds
     n_generated = len(pre) + len(down_train) + len(down_test)
     print(f"generated {n_generated} images of {size}x{size} in {t_pre + t_down:.1f}s "
           f"({n_generated / (t_pre + t_down):.0f} images/s; synth10 {len(pre) / t_pre:.0f}/s, "

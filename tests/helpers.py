@@ -28,3 +28,52 @@ MICRO_STUDY = [
     "analysis.sharpness.samples=12", "analysis.sharpness.iters=3", "analysis.sharpness.trace_samples=3",
     "analysis.robustness.samples=12", "analysis.robustness.eps_255=[0,4]", "analysis.robustness.pgd_steps=2",
 ]
+
+
+def micro_config(*overrides: str, preset: str = "quick"):
+    """The MICRO_STUDY config with extra ``key=value`` overrides."""
+    from contrastlab.config import load_config
+
+    return load_config(preset, MICRO_STUDY + list(overrides))
+
+
+def run_single_stage(config, kind: str, out, *, method=None, seed=0, task=0, inputs=None, device=None):
+    """Run one stage on its own into ``out`` (as ``contrastlab finetune/analyze`` do); return ``out``."""
+    from pathlib import Path
+
+    from contrastlab.study.context import unit_context
+    from contrastlab.study.plan import single_unit
+    from contrastlab.study.units import prepare_unit_folder, run_stage
+
+    out = Path(out)
+    unit = single_unit(config, kind, method=method, seed=seed, task=task, inputs={k: str(Path(v).resolve()) for k, v in (inputs or {}).items()})
+    folder = prepare_unit_folder(unit, out)
+    run_stage(unit_context(unit, config, out, folder, device=device))
+    return out
+
+
+def run_cli(monkeypatch, capsys, *args):
+    """Run ``contrastlab ARGS`` in this process; return (exit code, stdout, stderr)."""
+    import sys
+
+    from contrastlab import cli
+
+    monkeypatch.setattr(sys, "argv", ["contrastlab", *map(str, args)])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_one_line_error(code, err, pattern):
+    """A non-zero exit with exactly one line on stderr, ``error: ...`` matching ``pattern``, no traceback."""
+    import re
+
+    assert code != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and re.search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in err

@@ -328,3 +328,32 @@ def test_option_errors():
         robust_accuracy(model, images, labels, [])
     with pytest.raises(AttackInputError, match="batch_size"):
         robust_accuracy(model, images, labels, [1 / 255], batch_size=0)
+
+
+# --------------------------------------------------------------------------- precision and BN folding
+
+
+def test_precision_is_explicit_and_bf16_stays_close():
+    model = make_classifier()
+    images, labels = make_batch(16)
+    with pytest.raises(AttackInputError, match="'fp32', 'bf16'"):
+        fgsm(model, images, labels, 1 / 255, precision="auto")
+    with pytest.raises(AttackInputError, match="'fp32', 'bf16'"):
+        robust_accuracy(model, images, labels, [0.0], precision="fp16")
+    fp32 = robust_accuracy(model, images, labels, [0.0, 2 / 255])
+    bf16 = robust_accuracy(model, images, labels, [0.0, 2 / 255], precision="bf16")
+    assert bf16.loss.dtype == np.float64
+    np.testing.assert_allclose(bf16.loss, fp32.loss, rtol=0.05)
+    adversarial = pgd(model, images, labels, 4 / 255, steps=3, seed=0, precision="bf16")
+    assert (adversarial - images).abs().max() <= 4 / 255 + 1e-6
+
+
+def test_a_batchnorm_folded_sweep_equals_the_plain_one():
+    model = make_classifier(dtype=torch.float64)
+    images, labels = make_batch(16, dtype=torch.float64)
+    eps = [0.0, 2 / 255, 8 / 255]
+    for attack, kwargs in (("fgsm", {}), ("pgd", {"steps": 3, "seed": 0}), ("fgsm", {"space": "normalized"})):
+        folded = robust_accuracy(model, images, labels, eps, attack=attack, fold_bn=True, **kwargs)
+        plain = robust_accuracy(model, images, labels, eps, attack=attack, fold_bn=False, **kwargs)
+        np.testing.assert_array_equal(folded.accuracy, plain.accuracy)
+        np.testing.assert_allclose(folded.loss, plain.loss, rtol=1e-9)

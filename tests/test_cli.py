@@ -1,33 +1,11 @@
 """The command line: help everywhere, and every user error as one line with a non-zero exit."""
 
-import sys
-
 import pytest
 
 from contrastlab import cli
 
+from helpers import assert_one_line_error, run_cli
 from test_data_cifar import make_cifar10
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["contrastlab", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def assert_one_line_error(code, err, pattern):
-    import re
-
-    assert code != 0
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ") and re.search(pattern, lines[0]), lines[0]
-    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("command", [[], ["study"], ["pretrain"], ["finetune"], ["analyze"], ["analyze", "robustness"], ["report"], ["data"], ["data", "download"]])

@@ -4,12 +4,13 @@ import torch
 
 from contrastlab.checkpoint import encoder_from_checkpoint
 from contrastlab.data import make_task
-from contrastlab.errors import CheckpointError, DatasetError
-from contrastlab.models import architecture, linear_classifier, tiny_cnn
-from contrastlab.train.finetune import extract_features, finetune, knn_accuracy, train_probe
+from contrastlab.errors import CheckpointError, DatasetError, NonFiniteError
+from contrastlab.models import linear_classifier, tiny_cnn
+from contrastlab.study.inputs import pretrain_set, task_sets
+from contrastlab.train.finetune import extract_features, knn_accuracy, train_probe
 from contrastlab.train.pretrain import random_encoder
 from contrastlab.utils.io import load_array, read_json
-from helpers import blob_imageset
+from helpers import blob_imageset, micro_config, run_single_stage
 
 PROBE = dict(epochs=4, batch_size=16, lr=0.1, seed=5)
 
@@ -74,19 +75,23 @@ def test_knn_matches_a_loop_reference():
     assert knn_accuracy(train, y_train, test, y_test, k=5) == correct / 12
 
 
-def test_finetune_writes_snapshots_with_sidecar(tmp_path):
-    data = blob_imageset(n_classes=6)
+def test_finetune_stage_writes_snapshots_with_sidecar(tmp_path):
+    config = micro_config("data.tasks=[[4,1,2]]", "finetune.epochs=4")
+    data = pretrain_set(config.data)
     ckpt = random_encoder(data, tmp_path / "enc", seed=0, encoder="tiny_cnn", width=4)
-    train, val = make_task(data, [4, 1, 2]), make_task(data, [4, 1, 2])
-    result = finetune(ckpt, train, val, tmp_path / "probe", task_classes=[4, 1, 2], **PROBE)
-    snapshots, meta = load_array(tmp_path / "probe" / "snapshots.npy")
+    out = run_single_stage(config, "finetune", tmp_path / "probe", seed=5, inputs={"encoder": ckpt})
+    train, val = task_sets(config.data, [4, 1, 2])
+    snapshots, meta = load_array(out / "snapshots.npy")
+    result = read_json(out / "result.json")
     assert snapshots.shape == (5, len(train), 3)
     assert meta["task_classes"] == [4, 1, 2] and meta["split"] == "train" and meta["method"] == "random"
     assert meta["labels"] == train.labels.tolist() and "class-ordered" in meta["sample_order"]
-    assert read_json(tmp_path / "probe" / "result.json")["val_accuracy"] == result["val_accuracy"]
     assert 0 <= result["knn_accuracy"] <= 1
     assert set(result["seconds"]) == {"features", "training"} and min(result["seconds"].values()) >= 0
-    assert (tmp_path / "probe" / "history.csv").read_text().count("\n") == 6
+    assert (out / "history.csv").read_text().count("\n") == 6
+    manifest = read_json(out / "done.json")
+    assert manifest["kind"] == "finetune" and manifest["device"] == "cpu" and manifest["precision"] == "fp32"
+    assert set(manifest["files"]) >= {"probe.safetensors", "snapshots.npy", "result.json", "history.csv"}
     # k-NN reuses the probe's cached features; it must equal k-NN on freshly extracted ones.
     encoder = encoder_from_checkpoint(ckpt)[0]
     fresh = [extract_features(encoder, s.images) for s in (train, val)]
@@ -96,9 +101,16 @@ def test_finetune_writes_snapshots_with_sidecar(tmp_path):
 
 def test_foreign_checkpoint_and_missing_class_are_clear_errors(tmp_path):
     data = blob_imageset()
-    ckpt = random_encoder(data, tmp_path / "enc", seed=0, encoder="tiny_cnn", width=4)
-    task = make_task(data, [0, 1])
-    with pytest.raises(CheckpointError, match="tiny_cnn.*resnet18"):
-        finetune(ckpt, task, task, tmp_path / "p", task_classes=[0, 1], expected_architecture=architecture("resnet18", 8, 3, 64), **PROBE)
+    ckpt = random_encoder(data, tmp_path / "enc", seed=0, encoder="resnet18", width=8)
+    config = micro_config("data.tasks=[[0,1]]")
+    with pytest.raises(CheckpointError, match="resnet18.*tiny_cnn"):
+        run_single_stage(config, "finetune", tmp_path / "p", seed=0, inputs={"encoder": ckpt})
     with pytest.raises(DatasetError, match="task class 7"):
         make_task(data, [0, 7])
+
+
+def test_non_finite_probe_loss_stops_with_one_line():
+    data = blob_imageset()
+    with pytest.raises(NonFiniteError, match="epoch 1"):
+        train_probe(trained_encoder(), (data.images, data.labels), (data.images, data.labels), data.images, n_classes=4,
+                    **{**PROBE, "lr": float("inf")})

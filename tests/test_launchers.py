@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 
 from contrastlab.config import load_config
 from contrastlab.errors import ContrastlabError
+from contrastlab.rundir import write_manifest
 from contrastlab.study.launchers import (
     UnitFailedError, job_parameters, pending_dependencies, run_unit_job, run_units, submit_all, threads_per_job,
 )
@@ -224,7 +225,7 @@ def record_run(unit: Unit, config, run_dir: Path, progress: bool = False) -> flo
     folder = unit.folder(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "times.json").write_text(json.dumps([started, time.time(), torch.get_num_threads(), progress, os.getpid()]))
-    (folder / "done.json").write_text(json.dumps({"key": unit.key}))
+    write_manifest(folder, {"unit": unit.id, "kind": unit.kind, "key": unit.key})
     return time.time() - started
 
 
@@ -330,8 +331,8 @@ def test_failing_slurm_job_names_its_unit(tmp_path):
     prepare_run_dir(config, tmp_path)
     todo, _ = pending_units(config, tmp_path)
     chain = [u for u in todo if u.method == "supce" and u.task in (None, 0)][:2]
-    (tmp_path / chain[0].id).mkdir(parents=True)
-    (tmp_path / chain[0].id / "unit.json").write_text("not json")  # makes run_unit fail at once
+    (tmp_path / chain[0].id).parent.mkdir(parents=True)
+    (tmp_path / chain[0].id).write_text("a file where the unit's folder goes")  # makes run_unit fail at once
     executor = submitit.AutoExecutor(folder=tmp_path / "slurm", cluster="local")
     with pytest.raises(UnitFailedError, match=r"unit pretrain/supce/seed0 failed: job \d+: .*Error") as info:
         run_units(chain, config, tmp_path, executor=executor)

@@ -140,6 +140,13 @@ def test_cka_errors_and_constant_features(rng):
     with pytest.raises(ValueError, match="non-finite"):
         linear_cka(np.full_like(x, np.nan), y)
     assert math.isnan(linear_cka(np.ones_like(x), y))
+    with pytest.raises(ValueError, match="real numbers"):
+        linear_cka(x > 0, y)
+    with pytest.raises(ValueError, match="shape"):
+        alignment(x.reshape(len(x), -1, 1), x.reshape(len(x), -1, 1))
+    reversed_view = x[::-1]  # negative strides and a read-only array are fine
+    reversed_view.flags.writeable = False
+    assert linear_cka(reversed_view, y[::-1]) == pytest.approx(slow_cka(x, y), rel=1e-10)
 
 
 def test_cka_matrix_matches_pairwise(rng):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -241,3 +242,175 @@ def test_channels_last_strided_images_do_not_crash_the_hessian():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------- filter-normalized (scale-invariant) sharpness
+
+
+def make_conv_bn(seed: int = 0) -> nn.Sequential:
+    """conv → BN (ε = 0, so rescaling a filter and its BN statistics is exactly the same function) → probe, float64."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, bias=False), nn.BatchNorm2d(3, eps=0.0), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, N_CLASSES),
+    ).double()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        bn = model[1]
+        bn.running_mean.copy_(torch.rand(3, generator=generator, dtype=torch.float64) - 0.5)
+        bn.running_var.copy_(torch.rand(3, generator=generator, dtype=torch.float64) + 0.5)
+        bn.weight.copy_(torch.rand(3, generator=generator, dtype=torch.float64) + 0.5)
+        bn.bias.copy_(torch.rand(3, generator=generator, dtype=torch.float64) - 0.5)
+    return model.eval()
+
+
+def rescale_filters(model: nn.Sequential, c: float, filters: list[int]) -> nn.Sequential:
+    """The same function: conv filters × c, BN running mean × c and running var × c² (eval mode)."""
+    scaled = copy.deepcopy(model)
+    with torch.no_grad():
+        scaled[0].weight[filters] *= c
+        scaled[1].running_mean[filters] *= c
+        scaled[1].running_var[filters] *= c**2
+    return scaled
+
+
+def conv_batch(n: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(4)
+    return torch.randn(n, 2, 5, 5, generator=generator, dtype=torch.float64), torch.randint(0, N_CLASSES, (n,), generator=generator)
+
+
+def test_rescaling_every_filter_of_a_conv_scales_the_raw_hessian_by_1_over_c2_but_not_the_normalized_one():
+    model, images, labels = make_conv_bn(), *conv_batch()
+    c = 3.0
+    scaled = rescale_filters(model, c, [0, 1, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(images), model(images))  # the same function
+    dim = 3 * 2 * 3 * 3  # params="0": the conv only, so its Hessian block scales by exactly 1/c²
+    kwargs = {"params": "0", "iters": dim, "tol": 0.0}
+    raw, raw_scaled = (hessian_top_eigenvalues(m, images, labels, normalization="none", **kwargs).values[0] for m in (model, scaled))
+    assert raw_scaled == pytest.approx(raw / c**2, rel=1e-8)
+    normalized = [hessian_top_eigenvalues(m, images, labels, **kwargs).values[0] for m in (model, scaled)]
+    assert normalized[1] == pytest.approx(normalized[0], rel=1e-8)
+    # Traces: Hutch++ with a sketch that spans the space is exact.
+    traces = {norm: [hessian_trace(m, images, labels, samples=3 * dim, params="0", normalization=norm).value for m in (model, scaled)]
+              for norm in ("none", "filter")}
+    assert traces["none"][1] == pytest.approx(traces["none"][0] / c**2, rel=1e-8)
+    assert traces["filter"][1] == pytest.approx(traces["filter"][0], rel=1e-8)
+
+
+def test_rescaling_one_filter_leaves_the_normalized_sharpness_of_the_whole_network_unchanged():
+    model, images, labels = make_conv_bn(1), *conv_batch()
+    scaled = rescale_filters(model, 5.0, [1])
+    dim = 54 + 3 * N_CLASSES  # filter normalization keeps the conv and probe weights, drops BN γ, β and the bias
+    top = [hessian_top_eigenvalues(m, images, labels, iters=dim, tol=0.0).values[0] for m in (model, scaled)]
+    assert top[1] == pytest.approx(top[0], rel=1e-8)
+    trace = [hessian_trace(m, images, labels, samples=3 * dim).value for m in (model, scaled)]
+    assert trace[1] == pytest.approx(trace[0], rel=1e-8)
+    raw = [hessian_trace(m, images, labels, samples=3 * 54, params="0", normalization="none").value for m in (model, scaled)]
+    assert abs(raw[1] / raw[0] - 1) > 1e-3  # raw sharpness is not scale-invariant (normalized: 1e-8)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-8), (torch.float32, 1e-3)])
+def test_normalized_eigenvalues_and_trace_match_a_dense_s_h_s(dtype, rtol):
+    model = make_mlp().to(dtype)
+    images, labels = make_batch()
+    hessian = exact_hessian(model, images, labels)
+    scale = torch.cat([
+        (torch.linalg.vector_norm(p.detach().double(), dim=1, keepdim=True).expand_as(p) if p.ndim >= 2 else torch.zeros_like(p, dtype=torch.float64)).reshape(-1)
+        for p in model.parameters()
+    ])
+    normalized = scale[:, None] * hessian * scale[None, :]
+    exact = torch.linalg.eigvalsh(normalized).flip(0).numpy()
+    top = hessian_top_eigenvalues(model, images.to(dtype), labels, k=2, iters=45, tol=0.0)
+    np.testing.assert_allclose(top.values, exact[:2], rtol=rtol)
+    trace = hessian_trace(model, images.to(dtype), labels, samples=3 * 45)  # 45 weights with ≥ 2 dims
+    assert trace.value == pytest.approx(normalized.trace().item(), rel=rtol)
+
+
+def test_filter_normalization_needs_a_parameter_with_filters():
+    model = make_mlp()
+    images, labels = make_batch()
+    with pytest.raises(LandscapeInputError, match="normalization='none'"):
+        hessian_trace(model, images, labels, params="1.bias")
+    with pytest.raises(LandscapeInputError, match="'filter', 'none'"):
+        hessian_trace(model, images, labels, normalization="layer")
+
+
+# --------------------------------------------------------------------------- kept graphs, early stopping, options
+
+
+def count_forwards(model: nn.Module) -> list[int]:
+    calls = [0]
+    model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_kept_graphs_give_the_same_products_with_one_forward_pass_per_batch():
+    images, labels = make_batch()
+    vectors = torch.randn(3, 53, generator=torch.Generator().manual_seed(5))
+    results, forwards = {}, {}
+    for name, options in {"keep": {"keep_graph": True}, "recompute": {"keep_graph": False},
+                          "auto, fits": {}, "auto, over budget": {"graph_budget_bytes": 0}}.items():
+        model = make_mlp()
+        calls = count_forwards(model)
+        with hessian_operator(model, images, labels, batch_size=16, normalization="none", **options) as (matvec, dim):
+            results[name] = torch.stack([matvec(v) for v in vectors])
+        forwards[name] = calls[0]
+    for name in results:
+        assert torch.equal(results[name], results["keep"]), name
+    assert forwards == {"keep": 3, "recompute": 9, "auto, fits": 3, "auto, over budget": 1 + 9}
+    with pytest.raises(LandscapeInputError, match="keep_graph"):
+        hessian_trace(make_mlp(), images, labels, keep_graph="yes")
+
+
+def test_eigenvalues_do_not_depend_on_keeping_the_graph():
+    model = make_mlp()
+    images, labels = make_batch()
+    kept = hessian_top_eigenvalues(model, images, labels, k=2, batch_size=16, keep_graph=True)
+    recomputed = hessian_top_eigenvalues(model, images, labels, k=2, batch_size=16, keep_graph=False)
+    assert np.array_equal(kept.values, recomputed.values) and kept.iterations == recomputed.iterations
+
+
+def test_lanczos_stops_when_the_top_ritz_values_settle():
+    diagonal = torch.cat([torch.tensor([10.0, 6.0]), torch.linspace(0.0, 1.0, 198)]).double()
+    operator = lambda v: diagonal * v  # noqa: E731
+    early = lanczos_top_eigenvalues(operator, 200, k=2, iters=100, dtype=torch.float64, tol=1e-10)
+    assert early.converged and early.iterations < 40 and early.tol == 1e-10
+    np.testing.assert_allclose(early.values, [10.0, 6.0], rtol=1e-9)
+    full = lanczos_top_eigenvalues(operator, 200, k=2, iters=100, dtype=torch.float64, tol=0.0)
+    assert full.iterations == 100 and not full.converged
+    short = lanczos_top_eigenvalues(operator, 200, k=1, iters=3, dtype=torch.float64, tol=1e-10)
+    assert short.iterations == 3 and not short.converged
+    with pytest.raises(LandscapeInputError, match="tol"):
+        lanczos_top_eigenvalues(operator, 200, tol=-1.0)
+
+
+def test_hessian_eigenvalues_stop_early_and_agree_with_the_exact_hessian():
+    model = make_mlp()
+    images, labels = make_batch()
+    exact = torch.linalg.eigvalsh(exact_hessian(model, images, labels))[-1].item()
+    result = hessian_top_eigenvalues(model, images, labels, iters=53, tol=1e-5, normalization="none")
+    assert result.converged and result.iterations < 53
+    assert result.values[0] == pytest.approx(exact, rel=1e-4)
+
+
+def test_the_probe_keyword_and_a_misspelled_selector():
+    torch.manual_seed(0)
+    encoder = tiny_cnn(width=2)
+    model = classifier(encoder, linear_classifier(encoder.feature_dim, N_CLASSES))
+    assert parameter_mask(model, "probe") == parameter_mask(model, "1")
+    images, labels = torch.rand(10, 3, 6, 6), torch.randint(0, N_CLASSES, (10,))
+    with pytest.raises(LandscapeInputError, match="valid: 'all', 'probe'"):
+        hessian_trace(model, images, labels, samples=3, params="prob")
+    with pytest.raises(LandscapeInputError, match="valid: 'all', 'probe'"):
+        hessian_top_eigenvalues(model, images, labels, params="prob")
+
+
+def test_precision_is_explicit():
+    model = make_mlp()
+    images, labels = make_batch()
+    with pytest.raises(LandscapeInputError, match="'fp32', 'bf16'"):
+        hessian_top_eigenvalues(model, images, labels, precision="auto")
+    fp32 = hessian_top_eigenvalues(model, images, labels, normalization="none").values[0]
+    bf16 = hessian_top_eigenvalues(model, images, labels, normalization="none", precision="bf16").values[0]
+    assert isinstance(bf16, np.float64) and bf16 == pytest.approx(fp32, rel=0.1)

@@ -116,11 +116,12 @@ def test_torchrun_pretrain_writes_once_records_world_size_and_resumes(tmp_path):
 
 STUDY_SCRIPT = '''
 """run_units under torchrun on stand-in units: a, b; c after a; d after b and c."""
-import json, os, sys, time
+import json, sys, time
 from pathlib import Path
 import torch.distributed as dist
 import contrastlab.study.launchers as launchers
 from contrastlab.config import load_config
+from contrastlab.rundir import write_manifest
 from contrastlab.study.plan import Unit
 
 dist.init_process_group("gloo")
@@ -135,7 +136,7 @@ def runner(unit, config, run_dir, progress=False):
     if (run_dir / f"fail-{unit.id}").exists():
         raise ValueError(f"injected failure in {unit.id}")
     unit.folder(run_dir).mkdir(parents=True, exist_ok=True)
-    (unit.folder(run_dir) / "done.json").write_text(json.dumps({"key": unit.key}))
+    write_manifest(unit.folder(run_dir), {"unit": unit.id, "kind": unit.kind, "key": unit.key})
     return 0.3
 
 spec = {"a": (), "b": (), "c": ("a",), "d": ("b", "c")}
@@ -153,7 +154,7 @@ def test_torchrun_backend_runs_the_plan_in_order_on_rank_0_while_the_others_wait
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ok, failing = tmp_path / "ok", tmp_path / "failing"
     ok.mkdir()
-    done = subprocess.run(command + [str(ok)], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(command + [str(ok)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (ok / "runs.log").read_text().splitlines() == ["a rank0", "b rank0", "c rank0", "d rank0"]
     for rank in (0, 1):  # every rank saw each unit done, in plan order, before going on
@@ -163,7 +164,7 @@ def test_torchrun_backend_runs_the_plan_in_order_on_rank_0_while_the_others_wait
     # A unit failing on rank 0 ends the whole run with its name; the units before it are kept.
     failing.mkdir()
     (failing / "fail-c").write_text("")
-    crashed = subprocess.run(command + [str(failing)], capture_output=True, text=True, env=env, timeout=300)
+    crashed = subprocess.run(command + [str(failing)], capture_output=True, text=True, env=env, timeout=120)
     assert crashed.returncode != 0
     assert "unit c failed: ValueError: injected failure in c" in crashed.stderr
     assert (failing / "runs.log").read_text().splitlines() == ["a rank0", "b rank0", "c rank0"]

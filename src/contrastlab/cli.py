@@ -7,14 +7,16 @@ as one line on stderr with a non-zero exit status, never as a traceback.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from .config import load_config
-from .errors import ContrastlabError
+from .errors import ContrastlabError, Interrupted
 
 app = typer.Typer(help=__doc__.splitlines()[0] if __doc__ else None, no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -67,7 +69,11 @@ def study(
 
 def _run_single(config, kind: str, out: Path, *, method: str | None = None, seed: int | None = None, task: int | None = None,
                 inputs: dict[str, Path] | None = None, progress: bool = True) -> None:
-    """Run one stage on its own into ``out`` (locked like a study folder; a manifest is written last)."""
+    """Run one stage on its own into ``out`` (locked like a study folder; a manifest is written last).
+    Under torchrun (data-parallel pretraining) rank 0 holds the lock and prepares the folder."""
+    import contextlib
+
+    from .distributed import barrier, rank
     from .rundir import RunLock
     from .study.context import unit_context
     from .study.plan import single_unit
@@ -75,8 +81,10 @@ def _run_single(config, kind: str, out: Path, *, method: str | None = None, seed
 
     unit = single_unit(config, kind, method=method, seed=seed, task=task,
                        inputs={role: str(Path(p).resolve()) for role, p in (inputs or {}).items()})
-    with RunLock(out):
-        folder = prepare_unit_folder(unit, out)
+    main_rank = rank() == 0
+    with RunLock(out) if main_rank else contextlib.nullcontext():
+        folder = prepare_unit_folder(unit, out) if main_rank else out
+        barrier()
         run_stage(unit_context(unit, config, out, folder, progress))
 
 
@@ -132,12 +140,13 @@ def finetune(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Fit a linear probe (or, with --set finetune.mode=full, fine-tune everything) on one task."""
+    from .checkpoint import read_checkpoint
     from .utils.io import read_json
 
     classes = _parse_classes(task)
     config = load_config(preset, _with_task(list(set_), classes))
-    _existing_file(checkpoint, "encoder checkpoint")
-    _run_single(config, "finetune", out, seed=seed, task=0, inputs={"encoder": checkpoint}, progress=progress)
+    _, meta = read_checkpoint(_existing_file(checkpoint, "encoder checkpoint"))
+    _run_single(config, "finetune", out, method=meta.get("method"), seed=seed, task=0, inputs={"encoder": checkpoint}, progress=progress)
     result = read_json(out / "result.json")
     _say(f"val accuracy {result['val_accuracy']:.4f}, k-NN accuracy {result['knn_accuracy']:.4f}; results in {out}")
 
@@ -248,32 +257,34 @@ def data_info(
          f"mean {tuple(round(m, 4) for m in ds.mean)}, std {tuple(round(s, 4) for s in ds.std)}")
 
 
-def main() -> None:
-    import click
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted()
 
+
+INTERRUPTED = "interrupted; finished units are kept, run the same command again to resume"
+
+
+def main() -> None:
+    # typer turns a KeyboardInterrupt into a silent exit 130; Ctrl-C raises Interrupted instead,
+    # which passes through typer to the one line below.
+    previous = signal.signal(signal.SIGINT, _interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
-        # Not standalone: click would otherwise handle Ctrl-C itself and exit 130 without a word.
-        app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        typer.echo("interrupted; finished work is kept, run the same command again to resume", err=True)
+        app()
+    except (Interrupted, KeyboardInterrupt):
+        typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
     except ContrastlabError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except FileNotFoundError as exc:
         typer.echo(f"error: file not found: {exc.filename or exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; finished work is kept, run the same command again to resume", err=True)
-        sys.exit(130)
     except OSError as exc:  # permission, read-only file system, disk full outside the atomic writers
         typer.echo(f"error: cannot write or read {exc.filename or ''}: {exc.strerror or exc}", err=True)
         sys.exit(2)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

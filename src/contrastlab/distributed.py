@@ -35,6 +35,12 @@ def rank() -> int:
     return torch_dist.get_rank() if is_distributed() else 0
 
 
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for when not distributed)."""
+    if is_distributed():
+        torch_dist.barrier()
+
+
 def world_size() -> int:
     """The number of processes; 1 when not distributed."""
     return torch_dist.get_world_size() if is_distributed() else 1

@@ -32,3 +32,8 @@ class CorruptFileError(ContrastlabError, ValueError):
 
 class NonFiniteError(ContrastlabError, FloatingPointError):
     """Training produced a non-finite loss (NaN or inf); the unit is not marked finished."""
+
+
+class Interrupted(BaseException):
+    """Ctrl-C in the command line (raised by its SIGINT handler instead of KeyboardInterrupt, which
+    typer would swallow): finished units are kept."""

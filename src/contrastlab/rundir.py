@@ -199,8 +199,8 @@ def read_study(run_dir: str | Path) -> dict | None:
         study = None
     if not isinstance(study, dict) or "config_hash" not in study or not isinstance(study.get("history", []), list):
         raise CorruptFileError(
-            f"corrupt {path}; the finished units are intact: move the file away and rerun the same "
-            f"`contrastlab study` command with --force to rewrite it (matching units are reused)")
+            f"corrupt {path}; the finished units are intact: rerun the same `contrastlab study` command "
+            f"with --force to rewrite it (matching units are reused; its run history is lost)")
     return study
 
 
@@ -209,8 +209,12 @@ def now() -> str:
 
 
 def start_run(run_dir: Path, config_hash: str, name: str, config: dict, provenance: dict) -> int:
-    """Record a run of the study in ``study.json`` (the history is kept); return its index."""
-    previous = read_study(run_dir) or {}
+    """Record a run of the study in ``study.json`` (the history is kept); return its index.
+    A corrupt ``study.json`` is rewritten (the caller refuses one unless forced)."""
+    try:
+        previous = read_study(run_dir) or {}
+    except CorruptFileError:
+        previous = {}
     history = list(previous.get("history", []))
     if not history and "provenance" in previous:  # a study.json of a version that kept one provenance
         history.append({**previous["provenance"], "start": None, "end": None, "note": "recorded before run history"})

@@ -36,13 +36,13 @@ from ..models import eval_mode
 from ..models.batchnorm import fold_batchnorm
 from ..registry import lookup
 from ..utils.progress import progress_bar
-from .checks import AnalysisInputError, autocast, check_batch, check_label_range, check_positive_int, check_precision, model_device
+from .checks import AnalysisInputError, at_least_fp32, autocast, check_batch, check_label_range, check_positive_int, check_precision, model_device
 
 log = logging.getLogger(__name__)
 
 SPACES = ("pixel", "normalized")
 # robust_accuracy attacks a BN-folded view of the model by default (see its docstring).
-FOLD_BN_DEFAULT = False
+FOLD_BN_DEFAULT = True
 
 
 class AttackInputError(AnalysisInputError):
@@ -135,7 +135,7 @@ def input_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         with autocast(precision, x.device):
             logits = model(x)
         _check_label_range(labels, logits)
-        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+        loss = F.cross_entropy(at_least_fp32(logits), labels, reduction="sum")
         (gradient,) = torch.autograd.grad(loss, x)
     return gradient
 

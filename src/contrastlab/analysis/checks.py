@@ -99,6 +99,11 @@ def autocast(precision: str, device: torch.device) -> Iterator[None]:
         yield
 
 
+def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 outputs of an autocast forward as float32; float32 and float64 unchanged."""
+    return tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor
+
+
 # --------------------------------------------------------------------------- parameter selection
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..models import eval_mode
 from .checks import (
+    at_least_fp32,
     LandscapeInputError,
     ParameterSelector,
     autocast,
@@ -114,7 +115,7 @@ def hessian_operator(
         with autocast(precision, device):
             logits = model(x)
         check_label_range(y, logits.shape[1], error=LandscapeInputError)
-        loss = F.cross_entropy(logits.float(), y, reduction="sum") / n  # this batch's share of the mean
+        loss = F.cross_entropy(at_least_fp32(logits), y, reduction="sum") / n  # this batch's share of the mean
         grads = torch.autograd.grad(loss, selected, create_graph=True, allow_unused=True)
         # A gradient without a graph is constant: the loss is linear in that parameter.
         return [(i, g) for i, g in enumerate(grads) if g is not None and g.requires_grad]

@@ -38,14 +38,17 @@ _PAIR_BLOCK_ELEMENTS = 1 << 22
 def _features(x: object, name: str, flatten: bool = True) -> torch.Tensor:
     """``x`` as a float64 torch tensor of shape (N, D); trailing axes are flattened when allowed."""
     if isinstance(x, torch.Tensor):
+        if x.is_complex() or x.dtype == torch.bool:
+            raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}")
         t = x.detach()
         if t.device.type == "mps":  # no float64 there
             t = t.cpu()
+        t = t.to(torch.float64)
     else:
-        t = torch.from_numpy(np.asarray(x))
-    if t.is_complex() or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64, torch.int16, torch.uint8)):
-        raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
-    t = t.to(torch.float64)
+        array = np.asarray(x)
+        if array.dtype.kind not in "fiu":
+            raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
+        t = torch.from_numpy(np.array(array, dtype=np.float64))  # a writable contiguous copy
     if t.ndim < 2 or (t.ndim > 2 and not flatten):
         want = "(N, D) or (N, ...)" if flatten else "(N, D)"
         raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")

@@ -50,10 +50,10 @@ def _complete(run: RunInfo, values: dict) -> None:
 def _intro(run: RunInfo) -> str:
     data, model = run.config.get("data") or {}, run.config.get("model") or {}
     parts = []
-    if data:
-        parts.append(f"{data.get('pretrain')} → {data.get('downstream')}")
-    if model:
-        parts.append(f"{model.get('encoder')} width {model.get('width')}")
+    if data.get("pretrain") and data.get("downstream"):
+        parts.append(f"{data['pretrain']} → {data['downstream']}")
+    if model.get("encoder"):
+        parts.append(f"{model['encoder']} width {model.get('width')}")
     parts += [f"methods {', '.join(run.methods) or 'none'}", f"seeds {run.seeds}", f"{len(run.tasks)} tasks"]
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     return ", ".join(parts) + f". Built {stamp} from {run.run_dir}."

@@ -135,8 +135,10 @@ class ReportContext:
     def save_figure(self, figure, name: str) -> Path:
         """Write ``figure`` as figures/<name>.png and release it (figures are never shown)."""
         path = self.figure_dir / f"{name}.png"
+        # A figure with a layout engine is laid out already; "tight" would lay it out a second time.
+        tight = None if figure.get_layout_engine() is not None else "tight"
         with atomic_path(path) as tmp:
-            figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+            figure.savefig(tmp, format="png", dpi=120, bbox_inches=tight)
         if getattr(figure.canvas, "manager", None) is not None:  # made with pyplot: unregister it
             import matplotlib.pyplot as plt
 

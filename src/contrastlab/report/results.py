@@ -26,21 +26,25 @@ from .context import RunInfo
 class Quantity:
     key: str
     label: str
-    digits: int  # decimals shown in the HTML
-    better: str  # "higher" or "lower": the direction of a better (or flatter) result
+    fmt: str  # format spec of a number in the HTML
+    short: str = ""  # a figure panel's title
+
+    @property
+    def title(self) -> str:
+        return self.short or self.label
 
 
 QUANTITIES = {q.key: q for q in (
-    Quantity("probe_accuracy", "linear-probe validation accuracy (%)", 2, "higher"),
-    Quantity("knn_accuracy", "k-NN accuracy on frozen features (%)", 2, "higher"),
-    Quantity("t_w", "final progress t_w", 3, "higher"),
-    Quantity("t_w_raw", "final progress t_w (raw-p formula)", 3, "higher"),
-    Quantity("sharpness_top_normalized", "top Hessian eigenvalue, filter-normalized", 4, "lower"),
-    Quantity("sharpness_trace_normalized", "Hessian trace, filter-normalized", 4, "lower"),
-    Quantity("sharpness_top", "top Hessian eigenvalue (raw)", 4, "lower"),
-    Quantity("sharpness_trace", "Hessian trace (raw)", 4, "lower"),
-    Quantity("fgsm_score", "FGSM robustness score (accuracy area over [0, ε_max] / ε_max · clean accuracy)", 3, "higher"),
-    Quantity("pgd_score", "PGD robustness score (accuracy area over [0, ε_max] / ε_max · clean accuracy)", 3, "higher"),
+    Quantity("probe_accuracy", "linear-probe validation accuracy (%)", ".2f", "probe accuracy (%)"),
+    Quantity("knn_accuracy", "k-NN accuracy on frozen features (%)", ".2f", "k-NN accuracy (%)"),
+    Quantity("t_w", "final progress t_w", ".3f", "final t_w"),
+    Quantity("t_w_raw", "final progress t_w (raw-p formula)", ".3f"),
+    Quantity("sharpness_top_normalized", "top Hessian eigenvalue, filter-normalized", ".4g", "top eigenvalue (filter-normalized)"),
+    Quantity("sharpness_trace_normalized", "Hessian trace, filter-normalized", ".4g"),
+    Quantity("sharpness_top", "top Hessian eigenvalue (raw)", ".4g", "top eigenvalue (raw Hessian)"),
+    Quantity("sharpness_trace", "Hessian trace (raw)", ".4g"),
+    Quantity("fgsm_score", "FGSM robustness score (accuracy area over [0, ε_max] / ε_max · clean accuracy)", ".3f", "FGSM robustness score"),
+    Quantity("pgd_score", "PGD robustness score (accuracy area over [0, ε_max] / ε_max · clean accuracy)", ".3f"),
 )}
 
 Results = dict[str, dict[tuple[str, str], dict[int, float]]]

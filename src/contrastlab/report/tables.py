@@ -71,13 +71,13 @@ def seed_rows(by_key: Mapping[tuple[str, str], Mapping[int, float]], methods: li
     return rows
 
 
-def interval_text(row: Mapping, digits: int) -> str:
-    """"mean [ci_low, ci_high]"; a single seed has no interval: "mean (n=1)"."""
-    mean = f"{float(row['mean']):.{digits}f}"
+def interval_text(row: Mapping, fmt: str) -> str:
+    """"mean [ci_low, ci_high]" (numbers in format ``fmt``); a single seed has no interval: "mean (n=1)"."""
+    mean = format(float(row["mean"]), fmt)
     low, high = float(row["ci_low"]), float(row["ci_high"])
     if not (math.isfinite(low) and math.isfinite(high)):
         return f"{mean} (n={row['n']})"
-    return f"{mean} [{low:.{digits}f}, {high:.{digits}f}]"
+    return f"{mean} [{format(low, fmt)}, {format(high, fmt)}]"
 
 
 def pivot_markdown(rows: list[dict], methods: list[str], tasks: list[str], cell: Callable[[dict], str],

@@ -109,9 +109,6 @@ def run_units(todo: list[Unit], config: StudyConfig, run_dir: str | Path, *, pro
     return ran
 
 
-run_parallel = run_units  # the former name; runner.py imports it until it calls run_units
-
-
 # ---- the ready-unit loop ------------------------------------------------------------------
 
 def pending_dependencies(todo: Sequence[Unit]) -> dict[str, list[str]]:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import StudyConfig, config_hash, to_dict, to_yaml
-from ..distributed import is_distributed, rank
-from ..errors import RunDirectoryError
+from ..distributed import barrier, is_distributed, rank
+from ..errors import CorruptFileError, Interrupted, RunDirectoryError
 from ..rundir import CONFIG_FILE, LOCK_FILE, RunLock, end_run, read_study, start_run
 from ..utils.io import write_text
 from ..utils.provenance import provenance
@@ -41,7 +41,13 @@ def check_run_dir(config: StudyConfig, run_dir: Path, force: bool = False) -> No
     if not run_dir.is_dir():
         raise RunDirectoryError(f"{run_dir} is a file, not a directory; choose another --out")
     digest = study_hash(config)
-    study = read_study(run_dir)
+    try:
+        study = read_study(run_dir)
+    except CorruptFileError:
+        if not force:
+            raise
+        log.warning("rewriting the corrupt %s/study.json (--force)", run_dir)
+        return
     if study is not None:
         if study.get("config_hash") != digest and not force:
             raise RunDirectoryError(
@@ -87,17 +93,14 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, force: bool = False, 
     status = "failed"
     try:
         index = prepare_run_dir(config, run_dir, force) if main_process else -1
-        if is_distributed():
-            import torch.distributed as torch_dist
-
-            torch_dist.barrier()
+        barrier()
         todo, done = pending_units(config, run_dir)
         summary.skipped = [u.id for u in done]
         log.info("%d units to run, %d already done", len(todo), len(done))
         try:
             summary.ran = run_units(todo, config, run_dir, progress=progress)
             status = "finished"
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             status = "interrupted"
             raise
         finally:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..config import StudyConfig, to_dict
+from ..distributed import rank
 from ..errors import CorruptFileError
 from ..rundir import UNIT_MARKER, changed_outputs, read_manifest, task_name, write_manifest
 from ..utils.io import read_json_object, remove_orphaned_temporaries, write_json
@@ -81,7 +82,8 @@ def run_stage(ctx: StageContext) -> float:
     started_wall, started = time.time(), time.perf_counter()
     STAGES[ctx.unit.kind](ctx)
     seconds = time.perf_counter() - started
-    write_manifest(ctx.folder, manifest_fields(ctx, started_wall, seconds))
+    if rank() == 0:  # under torchrun every rank pretrains; rank 0 alone writes
+        write_manifest(ctx.folder, manifest_fields(ctx, started_wall, seconds))
     return seconds
 
 

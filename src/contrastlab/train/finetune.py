@@ -15,8 +15,6 @@ import math
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch

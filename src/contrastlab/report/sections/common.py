@@ -29,7 +29,7 @@ def quantity_table(ctx: ReportContext, key: str, table_name: str, reference: dic
     rows = seed_rows(ctx.results.get(key, {}), run.methods, run.tasks, run.confidence)
     if not rows:
         return []
-    cell = lambda r: interval_text(r, quantity.digits)  # noqa: E731
+    cell = lambda r: interval_text(r, quantity.fmt)  # noqa: E731
     write_table(ctx.table_dir, table_name, rows, pivot_markdown(rows, run.methods, run.tasks, cell, reference))
     methods = [m for m in run.methods if any(r["method"] == m for r in rows)]
     by_key = {(r["method"], r["task"]): r for r in rows}
@@ -44,7 +44,7 @@ def quantity_table(ctx: ReportContext, key: str, table_name: str, reference: dic
             column[method] = text
         columns[task] = column
     if len(run.tasks) > 1:
-        columns[ALL_TASKS] = {m: interval_text(summary(task_means(ctx, key, m), run.confidence), quantity.digits)
+        columns[ALL_TASKS] = {m: interval_text(summary(task_means(ctx, key, m), run.confidence), quantity.fmt)
                               for m in methods if task_means(ctx, key, m)}
     n_seeds = sorted({r["n"] for r in rows})
     note = (f"Mean [{run.confidence:.0%} t-interval] over n = {'/'.join(map(str, n_seeds))} seeds per cell"

@@ -13,10 +13,10 @@ from ..tables import comparison_rows, write_table
 def _shown(row: dict) -> dict:
     q = QUANTITIES[row["quantity"]]
     low, high, p = float(row["ci_low"]), float(row["ci_high"]), float(row["p_value"])
-    interval = f" [{low:.{q.digits}f}, {high:.{q.digits}f}]" if math.isfinite(low) and math.isfinite(high) else ""
+    interval = f" [{format(low, q.fmt)}, {format(high, q.fmt)}]" if math.isfinite(low) and math.isfinite(high) else ""
     return {"quantity": q.label, "comparison": f"{row['method_a']} − {row['method_b']}", "scope": row["scope"],
             "n": f"{row['n']} {row['unit']}{'s' if row['n'] != 1 else ''}",
-            "difference [CI]": f"{float(row['difference']):+.{q.digits}f}{interval}",
+            "difference [CI]": f"{format(float(row['difference']), '+' + q.fmt)}{interval}",
             "p": f"{p:.3g}" if math.isfinite(p) else "—"}
 
 

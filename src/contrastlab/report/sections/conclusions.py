@@ -41,7 +41,7 @@ def claim_rows(ctx: ReportContext) -> list[dict]:
         return rows
 
 
-def _number(value: float, digits: int = 3) -> str:
+def _number(value: float, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if math.isfinite(value) else "—"
 
 
@@ -71,10 +71,9 @@ def conclusions_section(ctx: ReportContext) -> None:
         f"ε_max = {run.report.claims.robustness_eps_max_255:g}/255). A verdict is 'supported' or 'contradicted' only "
         "when the interval decides it; otherwise 'inconclusive' (more seeds or tasks would decide). Pairs are tasks "
         "when two or more tasks are shared, else seeds."))
-    section.body.append(h.table([_shown(r) for r in rows], ["claim", "statement", "verdict", "estimate [CI]", "n", "p", "note"],
+    section.body.append(h.table([_shown(r) for r in rows], ["claim", "statement", "verdict", "statistic", "estimate [CI]", "n", "p", "note"],
                                 cell_class="verdict"))
-    section.body.append(h.details("statistics and decision rules",
-                                  h.table([_shown(r) for r in rows], ["claim", "statistic", "rule"])))
+    section.body.append(h.details("decision rules", h.table([_shown(r) for r in rows], ["claim", "rule"])))
     if ctx.notes:
         section.body.append("<ul class='notes'>" + "".join(f"<li>{h.esc(n)}</li>" for n in ctx.notes) + "</ul>")
     ctx.sections.append(section)

@@ -22,7 +22,7 @@ def distributions_section(ctx: ReportContext) -> None:
         key = next((k for k in group if k in ctx.results), None)
         if key is not None:
             per_method = {m: task_means(ctx, key, m) for m in run.methods}
-            values[QUANTITIES[key].label] = {m: v for m, v in per_method.items() if v}
+            values[QUANTITIES[key].title] = {m: v for m, v in per_method.items() if v}
     if not values:
         return
     path = ctx.save_figure(plot_task_distributions(values, title=f"Per-task results over {len(run.tasks)} tasks",

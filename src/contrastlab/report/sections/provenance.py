@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
+
+from omegaconf import OmegaConf
 
 from .. import html as h
 from ..context import KINDS, ReportContext, Section
@@ -57,6 +58,6 @@ def provenance_section(ctx: ReportContext) -> None:
     if history:
         section.body += ["<h3>Runs of this study</h3>", h.table(history)]
     if run.config:
-        text = (run.run_dir / "config.yaml").read_text() if (run.run_dir / "config.yaml").exists() else json.dumps(run.config, indent=2)
+        text = (run.run_dir / "config.yaml").read_text() if (run.run_dir / "config.yaml").exists() else OmegaConf.to_yaml(run.config)
         section.body.append(h.details("Resolved configuration", f"<pre>{h.esc(text)}</pre>"))
     ctx.sections.append(section)

@@ -31,23 +31,28 @@ def _description(ctx: ReportContext, unit) -> str:
               "ε_max × the clean accuracy (1: nothing lost under attack; the quantity of claim 3).")
 
 
+def stacked(seeds: dict[int, tuple]) -> RobustnessData:
+    """One method's curves on one task over seeds as (seeds, ε) arrays, cut to the shortest ε grid."""
+    length = min(len(c[0]) for c in seeds.values())
+    order = sorted(seeds)
+    return RobustnessData(seeds[order[0]][0][:length], np.array([seeds[s][1][:length] for s in order]),
+                          np.array([seeds[s][2][:length] for s in order]))
+
+
 def _curve_rows(ctx: ReportContext, attack: str, curves) -> list[dict]:
     """One row per (task, method, ε): accuracy summarized over seeds, mean loss."""
     rows = []
     for task in ctx.run.tasks:
         for method in ctx.run.methods:
-            seeds = curves.get(task, {}).get(method)
-            if not seeds:
+            if not curves.get(task, {}).get(method):
                 continue
-            eps = seeds[min(seeds)][0]
-            accuracy = np.array([seeds[s][1] for s in sorted(seeds)])
-            loss = np.array([seeds[s][2] for s in sorted(seeds)])
-            for j, e in enumerate(eps):
-                s = summary(accuracy[:, j], ctx.run.confidence)
+            data = stacked(curves[task][method])
+            for j, e in enumerate(data.eps):
+                s = summary(data.accuracy[:, j], ctx.run.confidence)
                 rows.append({"attack": attack, "task": task, "method": method, "eps_255": round(float(e) * 255, 3),
                              "accuracy": s["mean"], "std": s["std"], "n": s["n"], "ci_low": s["ci_low"],
-                             "ci_high": s["ci_high"], "values": json.dumps([round(float(v), 6) for v in accuracy[:, j]]),
-                             "loss": round(float(loss[:, j].mean()), 6)})
+                             "ci_high": s["ci_high"], "values": json.dumps([round(float(v), 6) for v in data.accuracy[:, j]]),
+                             "loss": round(float(data.loss[:, j].mean()), 6)})
     return rows
 
 
@@ -69,15 +74,8 @@ def robustness_section(ctx: ReportContext) -> None:
         rows = _curve_rows(ctx, attack, curves)
         write_table(ctx.table_dir, f"robustness_{attack}", rows)
         section.body.append(f"<h3>{attack.upper()}</h3>")
-        data = {}
-        for task in (t for t in drawn if t in curves):
-            data[task] = {}
-            for method in (m for m in ctx.run.methods if m in curves[task]):
-                seeds = curves[task][method]
-                length = min(len(c[0]) for c in seeds.values())
-                data[task][method] = RobustnessData(seeds[min(seeds)][0][:length],
-                                                    np.array([seeds[s][1][:length] for s in sorted(seeds)]),
-                                                    np.array([seeds[s][2][:length] for s in sorted(seeds)]))
+        data = {task: {m: stacked(curves[task][m]) for m in ctx.run.methods if m in curves[task]}
+                for task in drawn if task in curves}
         if data:
             path = ctx.save_figure(plot_robustness_curves(data, title=attack.upper()), f"robustness_{attack}")
             section.body.append(h.img(path, f"{attack.upper()}: accuracy and loss against ε·255 (mean ± std over seeds)"

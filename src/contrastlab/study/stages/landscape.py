@@ -19,7 +19,7 @@ def run(ctx: StageContext) -> None:
     surface = loss_surface(model, images, labels, directions, axis, axis, batch_size=s.batch_size, precision=ctx.precision,
                            resume_path=ctx.folder / "partial.npy", progress=ctx.progress)
     save_surface(ctx.folder / "surface.npy", surface, {
-        **meta, "kind": "landscape", "params": s.params, "direction_seed": s.seed, "precision": ctx.precision,
+        **meta, "params": s.params, "direction_seed": s.seed, "precision": ctx.precision,
         "layout": "values[0] = loss, values[1] = accuracy; rows = y, columns = x",
     })
     for leftover in ("partial.npy", "partial.json"):  # the resume file of the grid, now complete
