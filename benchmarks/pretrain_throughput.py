@@ -2,12 +2,13 @@
 
     .venv/bin/python benchmarks/pretrain_throughput.py                       # CPU, widths 8 and 16
     .venv/bin/python benchmarks/pretrain_throughput.py --device cuda --widths 32 64 --size 32 --images 20480
+    .venv/bin/python benchmarks/pretrain_throughput.py --repeats 3 --compile    # pretrain(compile=True)
 
 For each method (SimCLR, SupCon, SupCE) and encoder width, two rows:
 
 - ``contrastlab``: :func:`contrastlab.train.pretrain` itself. The whole training set is one
-  uint8 tensor on the device, views are augmented there in one batched call, bf16 autocast
-  and channels_last on CUDA. images/s is the median of the per-epoch figures it writes to
+  uint8 tensor on the device, views are augmented there in one batched call, channels_last,
+  fp32 (``--precision bf16`` for bf16 autocast), eager unless ``--compile``. images/s is the median of the per-epoch figures it writes to
   ``metrics.csv``, the first epoch (warm-up) left out.
 - ``usual``: the same model, loss, optimizer and batch size fed the common way: a
   ``DataLoader`` over PIL images with per-sample transforms in worker processes (the
@@ -17,7 +18,9 @@ For each method (SimCLR, SupCon, SupCE) and encoder width, two rows:
   a dependency: its wheels pin one torch build each).
 
 An image counts once however many views it has, in both rows. The ratio column is
-contrastlab / usual. On a CPU both rows share the same cores, so the gain there comes from
+contrastlab / usual: with ``--repeats R`` the two ways run alternately R times per row and the
+table gives the median of each way and the median of the R paired ratios (on a shared,
+noisy machine the pairs are what to trust, not absolute images/s across runs). On a CPU both rows share the same cores, so the gain there comes from
 the data path alone; on a GPU the usual way is further limited by its CPU workers.
 """
 
@@ -149,11 +152,12 @@ def usual_images_per_s(data: ImageSet, method: str, width: int, batch: int, epoc
     return timed_images / timed_seconds
 
 
-def contrastlab_images_per_s(data: ImageSet, method: str, width: int, batch: int, epochs: int, device: torch.device) -> float:
+def contrastlab_images_per_s(data: ImageSet, method: str, width: int, batch: int, epochs: int, device: torch.device,
+                             precision: str = "fp32", compile: bool = False) -> float:
     """Run :func:`pretrain` for ``epochs`` epochs; median images/s of its epochs after the first."""
     with tempfile.TemporaryDirectory() as out:
         pretrain(data, out, method=method, width=width, epochs=epochs, batch_size=batch, lr=LR,
-                 temperature=TEMPERATURE, checkpoint_every=0, device=device)
+                 temperature=TEMPERATURE, checkpoint_every=0, device=device, precision=precision, compile=compile)
         with open(Path(out) / "metrics.csv", newline="") as f:
             rows = list(csv.DictReader(f))
     return statistics.median(float(row["images_per_s"]) for row in rows[1:])
@@ -170,6 +174,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for the usual way")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="contrastlab's precision")
+    parser.add_argument("--compile", action="store_true", help="pretrain(compile=True)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternate the two ways this many times per row")
     parser.add_argument("--csv", type=Path, default=None, help="also write the table here")
     args = parser.parse_args()
 
@@ -181,16 +188,25 @@ def main() -> None:
     data = load_dataset("synth10", "train", image_size=args.size, per_class=args.images // 10, seed=0)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{len(data.labels)} images {args.size}x{args.size}, batch {args.batch}, {args.epochs} epochs per row, "
-          f"{args.workers} DataLoader workers for the usual way")
+          f"{args.workers} DataLoader workers for the usual way; contrastlab {args.precision}"
+          f"{', compiled' if args.compile else ''}; {args.repeats} alternating repeat(s) per row")
 
     rows = []
     for width in args.widths:
         for method in args.methods:
-            ours = contrastlab_images_per_s(data, method, width, args.batch, args.epochs, device)
-            usual = usual_images_per_s(data, method, width, args.batch, args.epochs, args.workers, device)
+            pairs = []
+            for _ in range(args.repeats):
+                ours = contrastlab_images_per_s(data, method, width, args.batch, args.epochs, device, args.precision, args.compile)
+                usual = usual_images_per_s(data, method, width, args.batch, args.epochs, args.workers, device)
+                pairs.append((ours, usual))
+            ours = statistics.median(a for a, _ in pairs)
+            usual = statistics.median(b for _, b in pairs)
+            ratio = statistics.median(a / b for a, b in pairs)
             rows.append({"method": method, "width": width, "contrastlab_img_s": round(ours, 1),
-                         "usual_img_s": round(usual, 1), "ratio": round(ours / usual, 2)})
-            print(f"{method:7s} width {width:3d}: contrastlab {ours:8.1f} img/s   usual {usual:8.1f} img/s   ratio {ours / usual:5.2f}", flush=True)
+                         "usual_img_s": round(usual, 1), "ratio": round(ratio, 2),
+                         "pair_ratios": " ".join(f"{a / b:.2f}" for a, b in pairs)})
+            print(f"{method:7s} width {width:3d}: contrastlab {ours:8.1f} img/s   usual {usual:8.1f} img/s   ratio {ratio:5.2f}"
+                  f"   (pairs: {rows[-1]['pair_ratios']})", flush=True)
 
     table = csv_text(rows, list(rows[0]))
     print("\n" + table)

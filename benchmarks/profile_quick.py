@@ -76,12 +76,17 @@ def startup_seconds() -> dict[str, float]:
     return {"python -c pass": bare, "import contrastlab.train.pretrain (incl. torch)": run("import contrastlab.train.pretrain")}
 
 
+CHANNELS_LAST = True  # as pretrain() does; --contiguous for the NCHW comparison
+
+
 def build(data, method: str, width: int):
     objective = get_objective(method)
     torch.manual_seed(0)
     net = build_encoder("resnet18", width=width, mean=data.mean, std=data.std, in_channels=data.images.shape[-1])
     head = projection_head(net.feature_dim) if objective.head == "projection" else linear_classifier(net.feature_dim, data.num_classes)
     model = nn.Sequential(net, head).train()
+    if CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR[method], momentum=0.9, weight_decay=1e-4)
     return objective, model, optimizer
 
@@ -122,16 +127,20 @@ def mirror_loop(data, method: str, width: int, batch_size: int, epochs: int, pro
     return dict(phases), time.perf_counter() - started_all
 
 
-def operator_breakdown(data, method: str, width: int, batch_size: int) -> tuple[dict[str, float], float]:
-    """Self CPU seconds per kind of operator over one epoch, and the epoch's wall clock."""
+def operator_breakdown(data, method: str, width: int, batch_size: int) -> tuple[dict[str, float], float, list[tuple[str, float]]]:
+    """Self CPU seconds per kind of operator over one epoch, the epoch's wall clock, and the
+    largest operators of kind "other ops"."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         _, wall = mirror_loop(data, method, width, batch_size, 1)
     kinds: dict[str, float] = defaultdict(float)
+    others = []
     for event in prof.key_averages():
         if event.key.startswith(("phase:", "ProfilerStep", "Optimizer.")):
             continue  # regions, not operators (their operators are counted themselves)
         kinds[kind_of(event.key)] += event.self_cpu_time_total / 1e6
-    return dict(kinds), wall
+        if kind_of(event.key) == "other ops":
+            others.append((event.key, event.self_cpu_time_total / 1e6))
+    return dict(kinds), wall, sorted(others, key=lambda kv: -kv[1])[:4]
 
 
 def percent(part: float, whole: float) -> str:
@@ -146,11 +155,15 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=400)
     parser.add_argument("--size", type=int, default=16)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--compile", default="off", help="pretrain(compile=...) for the pretrain() wall-clock row")
+    parser.add_argument("--compile", action="store_true", help="pretrain(compile=True) for the pretrain() wall-clock row")
+    parser.add_argument("--contiguous", action="store_true", help="mirror loop in NCHW (pretrain() before channels_last on CPU)")
     args = parser.parse_args()
+    global CHANNELS_LAST
+    CHANNELS_LAST = not args.contiguous
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, synth10 {args.size}x{args.size} "
-          f"{args.per_class}/class, resnet18 width {args.width}, batch {args.batch}\n")
+          f"{args.per_class}/class, resnet18 width {args.width}, batch {args.batch}, "
+          f"{'NCHW' if args.contiguous else 'channels_last'}\n")
     for name, seconds in startup_seconds().items():
         print(f"start-up  {name:50s} {seconds:6.2f} s")
     started = time.perf_counter()
@@ -166,17 +179,17 @@ def main() -> None:
             print(f"   phase {name:10s} {phases[name]:6.2f} s  {percent(phases[name], wall)}")
         rest = wall - sum(phases.values())
         print(f"   phase {'loop/other':10s} {rest:6.2f} s  {percent(rest, wall)}")
-        kinds, wall1 = operator_breakdown(data, method, args.width, args.batch)
+        kinds, wall1, others = operator_breakdown(data, method, args.width, args.batch)
         print(f"   operators over 1 profiled epoch ({wall1:.2f} s wall under the profiler):")
         for kind, seconds in sorted(kinds.items(), key=lambda kv: -kv[1]):
             print(f"     {kind:24s} {seconds:6.2f} s  {percent(seconds, wall1)}")
+        print("       largest other ops: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in others))
         overhead = wall1 - sum(kinds.values())
         print(f"     {'Python/dispatch (rest)':24s} {overhead:6.2f} s  {percent(overhead, wall1)}")
         with tempfile.TemporaryDirectory() as out:
-            extra = {} if args.compile == "off" else {"compile": args.compile}
             started = time.perf_counter()
             pretrain(data, out, method=method, width=args.width, epochs=args.epochs, batch_size=args.batch,
-                     lr=LR[method], temperature=TEMPERATURE[method], **extra)
+                     lr=LR[method], temperature=TEMPERATURE[method], compile=args.compile)
             print(f"   pretrain() itself, {args.epochs} epochs incl. set-up and checkpoints: {time.perf_counter() - started:.2f} s\n", flush=True)
 
 

@@ -27,6 +27,7 @@ MICRO_STUDY = [
     "analysis.landscape.grid=3", "analysis.landscape.samples=12",
     "analysis.sharpness.samples=12", "analysis.sharpness.iters=3", "analysis.sharpness.trace_samples=3",
     "analysis.robustness.samples=12", "analysis.robustness.eps_255=[0,4]", "analysis.robustness.pgd_steps=2",
+    "report.claims.robustness_eps_max_255=4",
 ]
 
 

@@ -198,3 +198,14 @@ def test_embedding_rejects_bad_requests():
         embed_distances(np.array([[0.0, 1.0], [2.0, 0.0]]))
     with pytest.raises(ValueError, match="square"):
         embed_distances(np.zeros((2, 3)))
+
+
+def test_torch_device_path_equals_the_numpy_path():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(4), size=(9, 50)).astype(np.float32)
+    probs[2, :5] = np.eye(4)[0]  # one-hot rows: overlaps of zero get floored on both paths
+    probs[3, :5] = np.eye(4)[1]
+    numpy_path = bhattacharyya_matrix(probs)
+    torch_path = bhattacharyya_matrix(probs, device="cpu")
+    assert np.allclose(numpy_path, torch_path, rtol=1e-12, atol=1e-12)
+    assert np.array_equal(torch_path, torch_path.T) and not torch_path.diagonal().any()

@@ -133,3 +133,25 @@ def test_non_finite_loss_stops_the_run_before_the_epoch_checkpoint(tmp_path, bad
         pretrain(data, tmp_path, method="simclr", seed=2, **{**SETTINGS, "lr": bad_lr})
     assert latest_checkpoint(tmp_path).stem == "epoch_0000"
     assert not (tmp_path / "metrics.csv").exists() and not (tmp_path / "encoder.safetensors").exists()
+
+
+@pytest.mark.parametrize("where", ["at compile", "at the first call"])
+def test_a_failing_compiler_falls_back_to_the_eager_result(tmp_path, monkeypatch, caplog, where):
+    data = blob_imageset()
+    settings = {**SETTINGS, "epochs": 1}
+    eager = pretrain(data, tmp_path / "eager", method="simclr", seed=0, **settings)
+
+    def broken_compile(model, *args, **kwargs):
+        if where == "at compile":
+            raise RuntimeError("no C++ compiler found")
+
+        def fails(*a, **k):
+            raise RuntimeError("InductorError: compilation failed")
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    fallback = pretrain(data, tmp_path / "fallback", method="simclr", seed=0, compile=True, **settings)
+    assert "training eagerly" in caplog.text
+    a, _ = read_checkpoint(eager)
+    b, meta = read_checkpoint(fallback)
+    assert all(torch.equal(a[k], b[k]) for k in a) and meta["settings"]["compile"] is True

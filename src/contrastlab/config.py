@@ -72,6 +72,12 @@ class PretrainConfig:
     checkpoint_epochs: List[int] = field(default_factory=list)  # besides epoch 0 and the last
     checkpoint_every: int = 10  # resume granularity, in epochs (0: only checkpoint_epochs)
     sync_bn: bool = False  # SyncBatchNorm under torchrun
+    # Original behaviours (docs/design-notes.md), corrected by default:
+    # "dataset": the train split's mean/std; "original": its mean with the std (0.2023, 0.1994, 0.2010)
+    # hard-coded in SupContrast's main_supcon.py (3-channel data only).
+    normalization: str = "dataset"
+    # "before_min": cos(π e/E), the last epoch one step short of eta_min; "at_min": cos(π e/(E-1)), the original's.
+    schedule_end: str = "before_min"
 
 
 @dataclass
@@ -85,6 +91,10 @@ class FinetuneConfig:
     min_lr_ratio: float = 0.008  # cosine from 0.1 down to 0.1 * 0.2**3
     knn_k: int = 20
     analysis_split: str = "train"  # split whose predictions are snapshotted
+    # "pretrain": keep the encoder's input normalization; "downstream": replace it by the downstream
+    # train split's mean/std (the original) for the probe and every analysis of it.
+    normalization: str = "pretrain"
+    schedule_end: str = "before_min"  # as pretrain.schedule_end
 
 
 @dataclass
@@ -96,6 +106,12 @@ class LandscapeConfig:
     params: str = "all"  # "all" (encoder + probe) or "probe"
     batch_size: Optional[int] = None  # None: 64 on CPU (cache-friendlier), 256 on GPU
     seed: int = 0
+    # "shared": every model's directions drawn with ``seed``; "per_model": a seed derived from
+    # ``seed`` and the model (method, pretraining seed, task), as the original drew them per model.
+    direction_seed: str = "shared"
+    ignore: str = "biasbn"  # "biasbn": biases and BN γ/β get no direction (Li et al.); "none": they move too
+    normalization: str = "filter"  # "filter" | "layer" | "none" (analysis/directions.py)
+    compare_seeding: bool = False  # also compute the surface with the other direction seeding (doubles the cost)
 
 
 @dataclass
@@ -121,6 +137,7 @@ class RobustnessConfig:
     pgd_steps: int = 10
     samples: Optional[int] = None
     space: str = "pixel"  # "normalized" reproduces the original study's FGSM
+    compare_spaces: bool = False  # also run FGSM in the other space (fgsm_<space>.csv) for the report's comparison
     batch_size: int = 256
     seed: int = 0
 
@@ -130,6 +147,30 @@ class GeometryConfig:
     enabled: bool = True
     n_components: int = 3
     raw_probabilities: bool = True  # also report t_w with the original script's raw-p formula
+    # InPCA inputs: "one" P* point (ours) or "per_seed" (one P* copy per seed, as the original's script)
+    truth_copies: str = "one"
+    compare_inputs: bool = True  # also compute the map with the other truth_copies (cheap) for the report
+
+
+@dataclass
+class TrajectoryConfig:
+    """Beyond the paper: the finetune stage's linear probe fitted on saved pretraining checkpoints."""
+
+    enabled: bool = True
+    epochs: Optional[List[int]] = None  # pretraining epochs probed; None: every saved checkpoint
+    knn: bool = True  # also the k-NN accuracy (finetune.knn_k) on each checkpoint's features
+    progress: bool = True  # also the final progress t_w of each checkpoint's probe
+
+
+@dataclass
+class RepresentationConfig:
+    """Beyond the paper: CKA between encoders per task; alignment, uniformity, effective rank per encoder."""
+
+    enabled: bool = True
+    samples: Optional[int] = 500  # class-balanced analysis-split samples per task for CKA (None: all)
+    debiased: bool = False  # the unbiased HSIC estimator in CKA
+    pairs: int = 256  # pretraining images, each augmented twice, for alignment / uniformity / rank
+    seed: int = 0  # which images and which augmentations
 
 
 @dataclass
@@ -138,6 +179,8 @@ class AnalysisConfig:
     sharpness: SharpnessConfig = field(default_factory=SharpnessConfig)
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    pretraining_trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig)
+    representation: RepresentationConfig = field(default_factory=RepresentationConfig)
 
 
 @dataclass
@@ -167,6 +210,15 @@ class LauncherConfig:
 
 
 @dataclass
+class LogConfig:
+    """Where training curves go besides metrics.csv / history.csv; never part of a unit's key."""
+
+    # TensorBoard event files in each pretrain / finetune unit's tensorboard/ folder
+    # (needs the optional extra: pip install 'contrastlab[tensorboard]').
+    tensorboard: bool = False
+
+
+@dataclass
 class StudyConfig:
     name: str = "paper"
     methods: List[str] = field(default_factory=lambda: ["simclr", "supcon", "supce"])
@@ -183,6 +235,7 @@ class StudyConfig:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 def preset_names() -> list[str]:

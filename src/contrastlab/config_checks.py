@@ -12,6 +12,12 @@ from .errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 LANDSCAPE_PARAMS = ("all", "probe")
+GRAYSCALE_DATASETS = ("fashion-mnist", "digits")  # every other registered dataset has 3 channels
+
+
+def dataset_channels(name: str) -> int:
+    """The channel count of a registered dataset without loading it."""
+    return 1 if name in GRAYSCALE_DATASETS else 3
 
 
 def _check(ok: bool, message: str) -> None:
@@ -98,12 +104,20 @@ def validate(config: StudyConfig) -> None:
     if p.base_temperature is not None:
         _positive_finite("pretrain.base_temperature", p.base_temperature)
     _one_of("pretrain.loss_form", p.loss_form, ("out", "in"))
+    _one_of("pretrain.normalization", p.normalization, ("dataset", "original"))
+    _one_of("pretrain.schedule_end", p.schedule_end, ("before_min", "at_min"))
+    if p.normalization == "original":  # the original's hard-coded std has three entries (RGB)
+        channels = d.channels if d.channels is not None else dataset_channels(d.pretrain)
+        _check(channels == 3, f"pretrain.normalization=original needs 3-channel data (its std is the RGB triple "
+                              f"(0.2023, 0.1994, 0.2010)), but {d.pretrain} has {channels} channel(s); use pretrain.normalization=dataset")
     for epoch in p.checkpoint_epochs:
         _check(0 <= epoch <= p.epochs, f"pretrain.checkpoint_epochs: {epoch} is not an epoch of 0..{p.epochs}")
 
     f = config.finetune
     _one_of("finetune.mode", f.mode, ("linear", "full"))
     _one_of("finetune.analysis_split", f.analysis_split, ("train", "test"))
+    _one_of("finetune.normalization", f.normalization, ("pretrain", "downstream"))
+    _one_of("finetune.schedule_end", f.schedule_end, ("before_min", "at_min"))
     _at_least("finetune.epochs", f.epochs, 1)
     _at_least("finetune.batch_size", f.batch_size, 1)
     _at_least("finetune.knn_k", f.knn_k, 1)
@@ -120,6 +134,9 @@ def validate(config: StudyConfig) -> None:
     _one_of("analysis.landscape.params", ls.params, LANDSCAPE_PARAMS)
     _at_least("analysis.landscape.samples", ls.samples, ways, " (one sample per class of a task)")
     _at_least("analysis.landscape.batch_size", ls.batch_size, 1)
+    _one_of("analysis.landscape.direction_seed", ls.direction_seed, ("shared", "per_model"))
+    _one_of("analysis.landscape.ignore", ls.ignore, ("biasbn", "none"))
+    _one_of("analysis.landscape.normalization", ls.normalization, ("filter", "layer", "none"))
     sh = a.sharpness
     _one_of("analysis.sharpness.params", sh.params, LANDSCAPE_PARAMS)
     _at_least("analysis.sharpness.samples", sh.samples, ways, " (one sample per class of a task)")
@@ -138,6 +155,14 @@ def validate(config: StudyConfig) -> None:
     _at_least("analysis.robustness.samples", r.samples, ways, " (one sample per class of a task)")
     _at_least("analysis.robustness.batch_size", r.batch_size, 1)
     _at_least("analysis.geometry.n_components", a.geometry.n_components, 1)
+    _one_of("analysis.geometry.truth_copies", a.geometry.truth_copies, ("one", "per_seed"))
+    saved = saved_checkpoint_epochs(p.epochs, p.checkpoint_epochs, p.checkpoint_every)
+    for epoch in a.pretraining_trajectory.epochs or []:
+        _check(epoch in saved, f"analysis.pretraining_trajectory.epochs: pretraining saves no checkpoint at epoch {epoch}; "
+                               f"saved: {saved} (add it to pretrain.checkpoint_epochs)")
+    rep = a.representation
+    _at_least("analysis.representation.samples", rep.samples, 4, " (CKA needs a few samples)")
+    _at_least("analysis.representation.pairs", rep.pairs, 2, " (uniformity needs two images)")
 
     _check(0 < config.report.confidence < 1, f"report.confidence must be in (0, 1), got {config.report.confidence}")
     _check(config.report.claims.flatness_margin > 1, f"report.claims.flatness_margin must be > 1, got {config.report.claims.flatness_margin}")
@@ -145,3 +170,11 @@ def validate(config: StudyConfig) -> None:
 
     _one_of("launcher.kind", config.launcher.kind, ("sequential", "local", "slurm"))
     _at_least("launcher.jobs", config.launcher.jobs, 1)
+
+
+def saved_checkpoint_epochs(epochs: int, checkpoint_epochs, checkpoint_every: int) -> list[int]:
+    """The pretraining epochs that leave a checkpoint: 0, the chosen ones, every ``checkpoint_every``-th, the last."""
+    saved = {0, epochs} | {e for e in checkpoint_epochs if 0 <= e <= epochs}
+    if checkpoint_every > 0:
+        saved |= set(range(checkpoint_every, epochs + 1, checkpoint_every))
+    return sorted(saved)

@@ -27,6 +27,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 
 from ..utils.progress import progress_bar
 from ._probabilities import OVERLAP_FLOOR, as_probabilities, to_numpy, warn_floored
@@ -91,7 +92,25 @@ def default_workers() -> int:
     return max(1, min(available, 4))
 
 
-def bhattacharyya_matrix(probs: object, *, workers: int | None = None, progress: bool = False) -> np.ndarray:
+def _bhattacharyya_on_device(probs: np.ndarray, device: torch.device) -> tuple[np.ndarray, int]:
+    """The same sums as :func:`_neg_log_overlap_sums` with torch on ``device`` (float64, all models at
+    once, chunks of samples): −Σ_n log Σ_c √(p_a p_b) as (M, M), and how many overlaps were floored."""
+    n_models, n_samples, _ = probs.shape
+    total = torch.zeros(n_models, n_models, dtype=torch.float64, device=device)
+    n_floored = 0
+    per_chunk = max(1, (1 << 24) // max(1, n_models * n_models))  # (chunk, M, M) float64 work array: 128 MB
+    for start in range(0, n_samples, per_chunk):
+        roots = torch.from_numpy(probs[:, start:start + per_chunk]).to(device, torch.float64).transpose(0, 1)  # (n, M, C)
+        roots = (roots / roots.sum(-1, keepdim=True)).sqrt_()
+        overlap = roots @ roots.transpose(1, 2)  # (n, M, M)
+        floored = overlap < OVERLAP_FLOOR
+        n_floored += int(floored.sum())
+        total -= overlap.clamp_(min=OVERLAP_FLOOR).log_().sum(0)
+    return total.cpu().numpy(), n_floored
+
+
+def bhattacharyya_matrix(probs: object, *, workers: int | None = None, progress: bool = False,
+                         device: str | torch.device | None = None) -> np.ndarray:
     """Pairwise Bhattacharyya distances D (M, M) of models ``probs`` (M, N, C).
 
     Symmetric with an exactly zero diagonal. Each row of probs is rescaled to sum to exactly 1
@@ -101,9 +120,16 @@ def bhattacharyya_matrix(probs: object, *, workers: int | None = None, progress:
     each take a fixed share of the sample chunks and sum into their own (M, M) array; numpy
     releases the GIL in the products and logs, and the fixed shares make the result the same
     from run to run for a given ``workers``. ``progress`` draws a bar over the sample chunks.
+    ``device`` (e.g. "cuda"): compute the same sums with torch there instead (float64; equal to
+    the CPU path up to rounding); None: numpy on the CPU.
     """
     probs = as_probabilities(probs, "probs", ndim=3)
     n_models, n_samples, n_classes = probs.shape
+    if device is not None:
+        total, n_floored = _bhattacharyya_on_device(probs, torch.device(device))
+        if n_floored:
+            warn_floored(n_floored)
+        return _symmetric(total / n_samples)
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -123,8 +149,11 @@ def bhattacharyya_matrix(probs: object, *, workers: int | None = None, progress:
     n_floored = sum(count for _, count in parts)
     if n_floored:
         warn_floored(n_floored)
-    distances = sum(total for total, _ in parts) / n_samples
-    # Only the upper triangle of blocks was computed (diagonal blocks in full): mirror its strict upper triangle.
+    return _symmetric(sum(total for total, _ in parts) / n_samples)
+
+
+def _symmetric(distances: np.ndarray) -> np.ndarray:
+    """Mirror the strict upper triangle (the CPU path computes only the upper triangle of blocks); zero diagonal."""
     upper = np.triu(distances, k=1)
     distances = upper + upper.T
     np.fill_diagonal(distances, 0.0)
@@ -171,6 +200,8 @@ def embed_distances(distances: object, n_components: int = 3) -> InPCAResult:
     return InPCAResult(coords=coords, eigenvalues=kept.copy(), explained=explained, spectrum=values)
 
 
-def inpca(probs: object, n_components: int = 3, *, workers: int | None = None, progress: bool = False) -> InPCAResult:
-    """InPCA of models ``probs`` (M, N, C): :func:`bhattacharyya_matrix` then :func:`embed_distances`."""
-    return embed_distances(bhattacharyya_matrix(probs, workers=workers, progress=progress), n_components)
+def inpca(probs: object, n_components: int = 3, *, workers: int | None = None, progress: bool = False,
+          device: str | torch.device | None = None) -> InPCAResult:
+    """InPCA of models ``probs`` (M, N, C): :func:`bhattacharyya_matrix` (on ``device`` if given) then
+    :func:`embed_distances`."""
+    return embed_distances(bhattacharyya_matrix(probs, workers=workers, progress=progress, device=device), n_components)

@@ -58,6 +58,7 @@ class StageContext:
     inputs: dict[str, list[Path]] = field(default_factory=dict)
     progress: bool = False
     record: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)  # extra manifest fields a stage adds (e.g. "encoder")
 
     def input(self, role: str) -> Path:
         """The one input file of ``role``."""
@@ -79,6 +80,9 @@ SECTIONS = {  # unit kind -> its config section
     "sharpness": lambda c: c.analysis.sharpness,
     "robustness": lambda c: c.analysis.robustness,
     "geometry": lambda c: c.analysis.geometry,
+    "trajectory": lambda c: c.analysis.pretraining_trajectory,
+    "representation": lambda c: c.analysis.representation,
+    "alignment": lambda c: c.analysis.representation,
 }
 
 

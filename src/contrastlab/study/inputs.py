@@ -12,6 +12,7 @@ from ..checkpoint import encoder_from_checkpoint, load_state, read_checkpoint, s
 from ..config import DataConfig, ModelConfig
 from ..data import ImageSet, load_dataset, make_task
 from ..models import architecture, build_encoder, classifier, linear_classifier
+from ..models.normalization import has_normalization, set_input_normalization
 
 
 @functools.lru_cache(maxsize=8)
@@ -57,9 +58,18 @@ def analysis_split(d: DataConfig, classes: list[int], split: str, samples: int |
 def load_classifier(encoder_path: Path, probe_path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """Encoder + trained probe as one classifier in eval mode on ``device``, and the probe's sidecar."""
     tensors, meta = read_checkpoint(probe_path)
-    encoder, _ = encoder_from_checkpoint(encoder_path, meta.get("architecture"))
+    from .encoders import load_encoder
+
+    saved = meta.get("normalization") or {}
+    encoder, _ = load_encoder(encoder_path, meta.get("architecture"), mean=saved.get("mean"), std=saved.get("std"),
+                              in_channels=len(saved.get("mean") or [0, 0, 0]))
     if any(k.startswith("encoder.") for k in tensors):  # full fine-tuning also trained the encoder
         load_state(encoder, subset(tensors, "encoder"), probe_path, meta.get("architecture"))
+    # An analysis sees the inputs the probe was trained on: the normalization its sidecar records
+    # (finetune.normalization=downstream replaces the encoder's own).
+    norm = meta.get("normalization") or {}
+    if norm.get("mean") and norm.get("std") and has_normalization(encoder):
+        set_input_normalization(encoder, norm["mean"], norm["std"])
     probe = linear_classifier(encoder.feature_dim, len(meta["task_classes"]))
     load_state(probe, subset(tensors, "probe"), probe_path)
     return classifier(encoder, probe).eval().to(device), meta
@@ -71,9 +81,11 @@ def probe_and_data(ctx, samples: int | None) -> tuple[torch.nn.Module, torch.Ten
     from ..train.finetune import to_tensor
 
     model, probe_meta = load_classifier(ctx.input("encoder"), ctx.input("probe"), ctx.device)
+    if probe_meta.get("encoder"):  # where the encoder came from (contrastlab, solo-learn, ...), for the manifest
+        ctx.manifest["encoder"] = probe_meta["encoder"]
     classes = list(probe_meta["task_classes"])
     split = ctx.config.finetune.analysis_split
     images, labels = analysis_split(ctx.config.data, classes, split, samples)
     meta = {**ctx.record, "method": probe_meta.get("method"), "seed": probe_meta.get("pretrain_seed"),
-            "task_classes": classes, "split": split, "samples": len(labels)}
+            "task_classes": classes, "split": split, "samples": len(labels), "normalization": probe_meta.get("normalization")}
     return model, to_tensor(images, ctx.device), torch.from_numpy(labels).to(ctx.device), meta

@@ -59,6 +59,8 @@ def plan_units(config: StudyConfig) -> list[Unit]:
         for seed in config.seeds:
             if method == RANDOM:
                 spec = {"data": pretrain_data, "model": model, "seed": seed, "method": method}
+                if config.pretrain.normalization != "dataset":  # its encoder's statistics (absent by default: keys stay stable)
+                    spec["normalization"] = config.pretrain.normalization
             else:
                 spec = {"data": pretrain_data, "model": model, "pretrain": pretrain, "lr": config.pretrain.lr[method], "method": method,
                         "seed": seed, "execution": execution}
@@ -86,6 +88,40 @@ def plan_units(config: StudyConfig) -> list[Unit]:
             key = config_hash({"finetune": finetune_keys[t], "geometry": to_dict(config.analysis.geometry), "execution": execution})
             units.append(Unit("geometry", unit_id("geometry", classes=classes), key, task=t, deps=tuple(finetune_ids[t]),
                               inputs=tuple(("snapshots", f"{i}/snapshots.npy") for i in finetune_ids[t])))
+    units += representation_units(config, [u for u in units if u.kind == "pretrain"], pretrain_data, downstream_data, execution)
+    return units
+
+
+def representation_units(config: StudyConfig, pretrains: list[Unit], pretrain_data: dict, downstream_data: dict,
+                         execution: dict) -> list[Unit]:
+    """Beyond the paper: probes along pretraining ("trajectory", per method, seed and task), CKA between
+    every encoder of a task ("representation"), alignment / uniformity / rank per encoder ("alignment")."""
+    from ..config_checks import saved_checkpoint_epochs
+
+    a, p, units = config.analysis, config.pretrain, []
+    trajectory = a.pretraining_trajectory
+    epochs = trajectory.epochs or saved_checkpoint_epochs(p.epochs, p.checkpoint_epochs, p.checkpoint_every)
+    for pre in pretrains:
+        if trajectory.enabled and pre.method != RANDOM:
+            checkpoints = tuple(("checkpoint", f"{pre.id}/checkpoints/epoch_{e:04d}.safetensors") for e in sorted(set(epochs)))
+            for t, classes in enumerate(config.data.tasks):
+                key = config_hash({"pretrain": pre.key, "data": downstream_data, "finetune": to_dict(config.finetune), "classes": classes,
+                                   "trajectory": to_dict(trajectory), "epochs": sorted(set(epochs)), "execution": execution})
+                units.append(Unit("trajectory", unit_id("trajectory", pre.method, pre.seed, classes), key, pre.method, pre.seed, t,
+                                  (pre.id,), checkpoints))
+        if a.representation.enabled:
+            settings = {k: to_dict(a.representation)[k] for k in ("pairs", "seed")}
+            key = config_hash({"pretrain": pre.key, "data": pretrain_data, "augmentation": p.crop_scale_min, "alignment": settings,
+                               "execution": execution})
+            units.append(Unit("alignment", unit_id("alignment", pre.method, pre.seed), key, pre.method, pre.seed, deps=(pre.id,),
+                              inputs=(("encoder", f"{pre.id}/encoder.safetensors"),)))
+    if a.representation.enabled:
+        for t, classes in enumerate(config.data.tasks):
+            key = config_hash({"pretrain": [u.key for u in pretrains], "data": downstream_data, "classes": classes,
+                               "analysis_split": config.finetune.analysis_split, "representation": to_dict(a.representation),
+                               "execution": execution})
+            units.append(Unit("representation", unit_id("representation", classes=classes), key, task=t, deps=tuple(u.id for u in pretrains),
+                              inputs=tuple(("encoder", f"{u.id}/encoder.safetensors") for u in pretrains)))
     return units
 
 

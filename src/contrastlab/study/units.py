@@ -74,6 +74,7 @@ def manifest_fields(ctx: StageContext, started: float, seconds: float) -> dict:
         **ctx.execution(), "versions": provenance(), "study": ctx.config.name,
         "settings": to_dict(ctx.settings), "seconds": seconds, "started": started, "finished": time.time(),
         "inputs": {role: [str(p) for p in paths] for role, paths in ctx.inputs.items()},
+        **ctx.manifest,
     }
 
 

@@ -115,6 +115,7 @@ def train_probe(
     momentum: float = 0.9,
     weight_decay: float = 0.0,
     min_lr_ratio: float = 0.008,
+    reach_min_at_last: bool = False,
     seed: int = 0,
     precision: str = "fp32",
     progress: bool = False,
@@ -177,7 +178,7 @@ def train_probe(
     record(0, 0.0)
     with progress_bar(epochs, f"probe ({mode})", progress) as advance:
         for epoch in range(1, epochs + 1):
-            epoch_lr = cosine_lr(epoch - 1, epochs, lr, min_lr_ratio)
+            epoch_lr = cosine_lr(epoch - 1, epochs, lr, min_lr_ratio, reach_min_at_last=reach_min_at_last)
             for group in optimizer.param_groups:
                 group["lr"] = epoch_lr
             trained.train()

@@ -49,6 +49,30 @@ def autocast_context(precision: str, device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def compiled_or_eager(model: nn.Module) -> Any:
+    """``torch.compile(model)`` where that works, else ``model``: a compiler that is missing or
+    fails (no C++ compiler, an unsupported platform) costs a warning, not the run. Compilation
+    happens at the first call and again for a new input shape (e.g. a shorter last batch)."""
+    try:
+        compiled = torch.compile(model)
+    except Exception as exc:  # noqa: BLE001 - any failure of the optional compiler means eager
+        log.warning("torch.compile is unavailable (%s); training eagerly", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return model
+    state = {"forward": compiled}
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        try:
+            return state["forward"](x)
+        except Exception as exc:  # noqa: BLE001
+            if state["forward"] is model:
+                raise
+            log.warning("torch.compile failed (%s); training eagerly", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            state["forward"] = model
+            return model(x)
+
+    return forward
+
+
 def _generator_device(meta: dict[str, Any], state: torch.Tensor) -> str:
     """The device type of the generator whose state a checkpoint holds. Checkpoints written
     before the sidecar recorded it are told apart by the state's size (CPU mt19937: 5056 bytes;
@@ -113,6 +137,7 @@ def pretrain(
     sync_bn: bool = False,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    compile: bool = False,
     record: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> Path:
@@ -120,7 +145,9 @@ def pretrain(
 
     Resumes from the last complete checkpoint in ``out_dir`` if there is one. ``record`` is
     stored in every sidecar (e.g. the study config). ``precision`` is "fp32" (no autocast) or
-    "bf16" (bfloat16 autocast on ``device``); the caller resolves any "auto". Under ``torchrun`` each rank trains on
+    "bf16" (bfloat16 autocast on ``device``); the caller resolves any "auto". ``compile=True``
+    runs the model through ``torch.compile`` (falling back to eager, with a warning, where that
+    fails); set TORCHINDUCTOR_CACHE_DIR to share compiled code between runs. Under ``torchrun`` each rank trains on
     its share of every global batch and the loss sees the gathered global batch.
     """
     out_dir = Path(out_dir)
@@ -144,9 +171,10 @@ def pretrain(
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         elif is_main:
             log.warning("pretrain.sync_bn needs CUDA; BatchNorm statistics stay per process on %s", device)
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    # channels_last: oneDNN's NHWC convolutions and BatchNorm are faster on CPU too (1.1-1.3x per
+    # step at widths 8-16, benchmarks/results/profile_quick.md); the math is the same, the
+    # rounding of the convolutions not bit for bit.
+    model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     generator = torch.Generator(device=device).manual_seed(seed)
 
@@ -161,7 +189,7 @@ def pretrain(
         "dataset": train_set.name,
         "settings": {"lr": lr, "batch_size": batch_size, "views": n_views, "world_size": world,
                      "temperature": temperature if objective.head == "projection" else None,  # SupCE has none
-                     "precision": precision, "reach_min_at_last": reach_min_at_last},
+                     "precision": precision, "reach_min_at_last": reach_min_at_last, "compile": compile},
         "generator_device": device.type,  # a CUDA generator's state cannot be restored into a CPU one
         "record": record or {},
     }
@@ -211,6 +239,8 @@ def pretrain(
     if world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    forward = compiled_or_eager(ddp_model) if compile else ddp_model
+
     images = torch.from_numpy(train_set.images).permute(0, 3, 1, 2).contiguous().to(device)  # (N, C, H, W) uint8
     labels = torch.from_numpy(train_set.labels).to(device)
     n_samples = len(labels)
@@ -236,7 +266,7 @@ def pretrain(
                     keep = torch.arange(len(batch) - len(batch) % world, device=device)[rank::world]
                     x, y = x[keep], y[keep]
                 with autocast:
-                    outputs = ddp_model(x.flatten(0, 1))  # (B*V, D)
+                    outputs = forward(x.flatten(0, 1))  # (B*V, D)
                     outputs = outputs.float().view(len(y), n_views, -1)
                     if world > 1:
                         outputs, y = dist.gather_with_grad(outputs), dist.gather(y)

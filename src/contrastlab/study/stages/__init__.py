@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..context import StageContext
-from . import finetune, geometry, landscape, pretrain, robustness, sharpness
+from . import alignment, finetune, geometry, landscape, pretrain, representation, robustness, sharpness, trajectory
 
 STAGES: dict[str, Callable[[StageContext], None]] = {
     "pretrain": pretrain.run,
@@ -20,4 +20,7 @@ STAGES: dict[str, Callable[[StageContext], None]] = {
     "sharpness": sharpness.run,
     "robustness": robustness.run,
     "geometry": geometry.run,
+    "trajectory": trajectory.run,
+    "representation": representation.run,
+    "alignment": alignment.run,
 }

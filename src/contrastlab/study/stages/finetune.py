@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import torch
 
-from ...checkpoint import encoder_from_checkpoint, save_checkpoint
+from ...checkpoint import save_checkpoint
+from ...models.normalization import input_normalization, set_input_normalization
 from ...train.finetune import SAMPLE_ORDER, extract_features, knn_accuracy, train_probe
 from ...utils.io import save_array, write_csv, write_json
 from ..context import StageContext
+from ..encoders import load_encoder
 from ..inputs import expected_architecture, task_sets
 
 
@@ -19,11 +21,20 @@ def run(ctx: StageContext) -> None:
     f, classes = ctx.settings, ctx.config.data.tasks[ctx.unit.task]
     task_train, task_val = task_sets(ctx.config.data, classes)
     checkpoint = ctx.input("encoder")
-    encoder, meta = encoder_from_checkpoint(checkpoint, expected_architecture(ctx.config.model, task_train.images.shape[-1]))
+    # A contrastlab checkpoint, or a foreign one (normalized like the downstream data, as it was never told otherwise).
+    encoder, meta = load_encoder(checkpoint, expected_architecture(ctx.config.model, task_train.images.shape[-1]), mean=task_train.mean,
+                                 std=task_train.std, in_channels=task_train.images.shape[-1], image_size=task_train.images.shape[1])
+    ctx.manifest["encoder"] = meta["encoder"]
+    if f.normalization == "downstream":  # the original: probes normalize with the downstream train split's statistics
+        set_input_normalization(encoder, task_train.mean, task_train.std)
+    normalization = input_normalization(encoder)
+    if normalization is not None:
+        normalization["source"] = f.normalization
     encoder.eval().to(ctx.device)
     analysis_set = task_train if f.analysis_split == "train" else task_val
     probe_settings = {"mode": f.mode, "epochs": f.epochs, "batch_size": f.batch_size, "lr": f.lr, "momentum": f.momentum,
-                      "weight_decay": f.weight_decay, "min_lr_ratio": f.min_lr_ratio, "seed": ctx.unit.seed or 0}
+                      "weight_decay": f.weight_decay, "min_lr_ratio": f.min_lr_ratio,
+                      "reach_min_at_last": f.schedule_end == "at_min", "seed": ctx.unit.seed or 0}
     run = train_probe(encoder, (task_train.images, task_train.labels), (task_val.images, task_val.labels), analysis_set.images,
                       n_classes=task_train.num_classes, precision=ctx.precision, progress=ctx.progress, **probe_settings)
     features = run.features or {name: extract_features(encoder, s.images, device=ctx.device)
@@ -34,7 +45,9 @@ def run(ctx: StageContext) -> None:
         "stage": "finetune", "method": meta.get("method"), "pretrain_seed": meta.get("seed"), "seed": probe_settings["seed"],
         "mode": f.mode, "label": "linear probe (frozen encoder)" if f.mode == "linear" else "full fine-tuning (beyond the paper)",
         "task_classes": list(classes), "task_class_names": task_train.classes, "dataset": task_train.name,
-        "encoder_checkpoint": str(checkpoint), "architecture": meta.get("architecture"), "normalization": meta.get("normalization"),
+        # The input normalization the probe was trained with (analyses of the probe use the same).
+        "encoder_checkpoint": str(checkpoint), "encoder": meta["encoder"], "architecture": meta.get("architecture"),
+        "normalization": normalization or meta.get("normalization"),
         "epochs": len(run.history) - 1, "settings": probe_settings, "record": ctx.record,
     }
     parts = {"probe": run.probe_state}

@@ -39,7 +39,9 @@ def run(ctx: StageContext) -> None:
 
     n_classes = trajectories[0].shape[-1]
     truth = np.eye(n_classes, dtype=np.float32)[labels][None]  # P*, (1, N, C)
-    result = inpca(np.concatenate(trajectories + [truth]), n_components=g.n_components)  # (runs*(E+1) + 1, N, C)
+    # The distance matrix, the heavy part, is computed on the unit's device (numpy's threads on the CPU).
+    device = None if ctx.device.type == "cpu" else ctx.device
+    result = inpca(np.concatenate(trajectories + [truth]), n_components=g.n_components, device=device)  # (runs*(E+1) + 1, N, C)
     points.append({"method": "truth", "seed": None, "epoch": None})
     save_array(ctx.folder / "inpca.npy", result.coords, {
         **ctx.record, "kind": "inpca", "task_classes": classes, "split": ctx.config.finetune.analysis_split,

@@ -1,0 +1,44 @@
+"""Many tasks and seeds: random task specs, confidence intervals and the claims table of a real (micro) study."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from contrastlab.study.runner import run_study
+from helpers import micro_config
+
+pytestmark = pytest.mark.slow
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_random_tasks_with_three_seeds_give_intervals_and_claims(tmp_path):
+    config = micro_config("data.tasks=random:6", "data.task_ways=3", "seeds=[0,1,2]", "methods=[simclr,supcon,supce]",
+                          "analysis.landscape.enabled=false", "pretrain.temperature.supcon=0.5")
+    assert len(config.data.tasks) == 6 and config.data.tasks_spec == "random:6"
+    assert len({tuple(t) for t in config.data.tasks}) == 6 and all(len(t) == 3 for t in config.data.tasks)
+    run_study(config, tmp_path / "run")
+    tables = tmp_path / "run" / "report" / "tables"
+
+    rows = read_rows(tables / "accuracy.csv")
+    assert len(rows) == 4 * 6  # three methods and the random baseline, six tasks
+    for row in rows:
+        values = json.loads(row["values"])
+        low, high = scipy_stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=scipy_stats.sem(values))
+        assert int(row["n"]) == 3
+        if np.std(values) > 0:
+            assert float(row["ci_low"]) == pytest.approx(low, abs=1e-3) and float(row["ci_high"]) == pytest.approx(high, abs=1e-3)
+
+    claims = read_rows(tables / "claims.csv")
+    assert len({c["claim"][0] for c in claims}) >= 3
+    assert {c["verdict"] for c in claims} <= {"supported", "contradicted", "inconclusive"}
+    for column in ("claim", "statistic", "estimate", "ci_low", "ci_high", "verdict"):
+        assert column in claims[0]
+    html = (tmp_path / "run" / "report" / "report.html").read_text()
+    assert "Distributions over tasks" in html or "distribution" in html.lower()
