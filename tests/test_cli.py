@@ -2,8 +2,6 @@
 
 import pytest
 
-from contrastlab import cli
-
 from helpers import assert_one_line_error, run_cli
 from test_data_cifar import make_cifar10
 

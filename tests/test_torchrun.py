@@ -120,12 +120,13 @@ import json, sys, time
 from pathlib import Path
 import torch.distributed as dist
 import contrastlab.study.launchers as launchers
+import contrastlab.study.launchers.torchrun as torchrun_backend
 from contrastlab.config import load_config
 from contrastlab.rundir import write_manifest
 from contrastlab.study.plan import Unit
 
 dist.init_process_group("gloo")
-launchers.DISTRIBUTED_POLL_S = 0.05
+torchrun_backend.DISTRIBUTED_POLL_S = 0.05  # read where ranks > 0 wait
 run_dir = Path(sys.argv[1])
 rank = dist.get_rank()
 

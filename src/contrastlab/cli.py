@@ -222,12 +222,44 @@ def analyze_sharpness(
     _analyze("sharpness", checkpoint, probe, out, preset, list(set_), progress)
 
 
+@analyze_app.command("all")
+def analyze_all(
+    encoder: str = typer.Option(..., "--encoder", "-e", help="a contrastlab encoder checkpoint, a solo-learn / lightly / "
+                                "torchvision ResNet-18 checkpoint, or package.module:function (docs/encoders.md)"),
+    task: List[str] = typer.Option(..., "--task", "-t", help="downstream classes, e.g. 0,1,2 (repeatable: one task each)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder (a run directory; an existing one is resumed)"),
+    preset: str = typer.Option("quick", "--preset", "-p", help=PRESET_HELP),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    seed: int = typer.Option(0, "--seed", help="seed of the probe"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """The probe and every analysis (landscape, sharpness, robustness, progress/InPCA) of one encoder from anywhere,
+    then its report: `contrastlab report OUT` renders it again."""
+    from .study.any_encoder import analyze_encoder
+    from .study.encoders import encoder_spec, is_contrastlab_checkpoint
+    from .utils.io import read_json
+
+    tasks = [_parse_classes(t) for t in task]
+    overrides = list(set_) + ["data.tasks=[" + ",".join(f"[{','.join(map(str, c))}]" for c in tasks) + "]"]
+    if is_contrastlab_checkpoint(encoder_spec(encoder)):  # the model settings the checkpoint was trained with
+        arch = read_json(Path(encoder).with_suffix(".json")).get("architecture") or {}
+        overrides += [f"model.{k}={arch[k]}" for k in ("encoder", "width") if arch.get(k) is not None]
+    config = load_config(preset, overrides)
+    analyze_encoder(config, encoder, out, seed=seed, progress=progress)
+    from .report.build import build_report
+
+    _say(f"report: {build_report(out)}")
+
+
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="a study's run directory")) -> None:
+def report(
+    run_dir: Path = typer.Argument(..., help="a study's run directory"),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="another run directory: add a section comparing their headline numbers"),
+) -> None:
     """Rebuild the report of a study from its stored results (nothing is recomputed)."""
     from .report.build import build_report
 
-    path = build_report(run_dir)
+    path = build_report(run_dir, compare=compare)
     _say(f"report: {path}")
 
 

@@ -126,6 +126,7 @@ class SharpnessConfig:
     # curvature along the landscape's directions); "none": the raw Hessian only.
     normalization: str = "filter"
     tol: float = 1e-4  # Lanczos stops when the top-k Ritz values change by less than this (relative)
+    batch_size: Optional[int] = None  # samples per Hessian-vector-product batch; None: 256 on the CPU, 512 on a GPU
     seed: int = 0
 
 
@@ -158,6 +159,8 @@ class TrajectoryConfig:
 
     enabled: bool = True
     epochs: Optional[List[int]] = None  # pretraining epochs probed; None: every saved checkpoint
+    # With epochs None: at most this many saved checkpoints, evenly spaced, first and last included (None: all).
+    max_checkpoints: Optional[int] = None
     knn: bool = True  # also the k-NN accuracy (finetune.knn_k) on each checkpoint's features
     progress: bool = True  # also the final progress t_w of each checkpoint's probe
 

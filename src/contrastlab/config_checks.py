@@ -144,6 +144,7 @@ def validate(config: StudyConfig) -> None:
     _at_least("analysis.sharpness.iters", sh.iters, sh.top_k, " (Lanczos needs at least top_k steps)")
     _at_least("analysis.sharpness.trace_samples", sh.trace_samples, 3, " (Hutch++ splits its probes in three)")
     _one_of("analysis.sharpness.normalization", sh.normalization, ("filter", "none"))
+    _at_least("analysis.sharpness.batch_size", sh.batch_size, 1)
     _check(0 <= sh.tol < 1, f"analysis.sharpness.tol must be in [0, 1), got {sh.tol}")
     r = a.robustness
     for attack in r.attacks:
@@ -160,6 +161,7 @@ def validate(config: StudyConfig) -> None:
     for epoch in a.pretraining_trajectory.epochs or []:
         _check(epoch in saved, f"analysis.pretraining_trajectory.epochs: pretraining saves no checkpoint at epoch {epoch}; "
                                f"saved: {saved} (add it to pretrain.checkpoint_epochs)")
+    _at_least("analysis.pretraining_trajectory.max_checkpoints", a.pretraining_trajectory.max_checkpoints, 2, " (first and last)")
     rep = a.representation
     _at_least("analysis.representation.samples", rep.samples, 4, " (CKA needs a few samples)")
     _at_least("analysis.representation.pairs", rep.pairs, 2, " (uniformity needs two images)")
@@ -178,3 +180,16 @@ def saved_checkpoint_epochs(epochs: int, checkpoint_epochs, checkpoint_every: in
     if checkpoint_every > 0:
         saved |= set(range(checkpoint_every, epochs + 1, checkpoint_every))
     return sorted(saved)
+
+
+def trajectory_epochs(config: StudyConfig) -> list[int]:
+    """The pretraining epochs the trajectory units probe: ``epochs`` as given, else the saved
+    checkpoints, thinned to ``max_checkpoints`` evenly spaced ones (the first and the last kept)."""
+    t, p = config.analysis.pretraining_trajectory, config.pretrain
+    if t.epochs:
+        return sorted(set(t.epochs))
+    saved = saved_checkpoint_epochs(p.epochs, p.checkpoint_epochs, p.checkpoint_every)
+    if t.max_checkpoints is None or len(saved) <= t.max_checkpoints:
+        return saved
+    picks = {round(i * (len(saved) - 1) / (t.max_checkpoints - 1)) for i in range(t.max_checkpoints)}
+    return [saved[i] for i in sorted(picks)]

@@ -25,19 +25,24 @@ from .context import ReportContext, RunInfo, load_run, order_methods
 from .results import collect
 from .sections.accuracy import accuracy_section
 from .sections.comparisons import comparisons_section
+from .sections.compare_runs import compare_section
 from .sections.conclusions import conclusions_section
+from .sections.corrections import corrections_section
+from .sections.correlations import correlations_section
 from .sections.distributions import distributions_section
 from .sections.geometry import geometry_section
 from .sections.landscape import landscape_section
 from .sections.pretraining import pretraining_section
 from .sections.provenance import provenance_section
+from .sections.representation import representation_section
 from .sections.robustness import robustness_section
 from .sections.sharpness import sharpness_section
 
 log = logging.getLogger(__name__)
 
 SECTIONS = (conclusions_section, accuracy_section, distributions_section, pretraining_section, landscape_section,
-            sharpness_section, geometry_section, robustness_section, comparisons_section, provenance_section)
+            sharpness_section, geometry_section, robustness_section, representation_section, comparisons_section,
+            correlations_section, corrections_section, provenance_section)
 
 
 def _complete(run: RunInfo, values: dict) -> None:
@@ -59,8 +64,9 @@ def _intro(run: RunInfo) -> str:
     return ", ".join(parts) + f". Built {stamp} from {run.run_dir}."
 
 
-def build_report(run_dir: str | Path) -> Path:
-    """Rebuild ``run_dir/report`` from stored results; return the path of report.html."""
+def build_report(run_dir: str | Path, compare: str | Path | None = None) -> Path:
+    """Rebuild ``run_dir/report`` from stored results; return the path of report.html. With
+    ``compare`` (another run directory), add a section comparing this run's headline numbers with its."""
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     if run.study is None and not any(run.units.values()):
@@ -71,6 +77,12 @@ def build_report(run_dir: str | Path) -> Path:
                         notes=list(collected.notes))
     for add in SECTIONS:
         add(ctx)
+    if compare is not None:
+        other = load_run(Path(compare))
+        if other.study is None and not any(other.units.values()):
+            raise RunDirectoryError(f"{compare} holds no study and no finished unit to compare with")
+        compare_section(ctx, other)
+        ctx.sections.insert(len(ctx.sections) - 1, ctx.sections.pop())  # before provenance
     title = f"contrastlab study: {run.name}" if run.study else f"contrastlab results: {run.name}"
     return write_text(ctx.out / "report.html", h.page(title, _intro(run), ctx.sections))
 

@@ -85,7 +85,8 @@ def progress_curves(unit: rundir.UnitRecord) -> dict[str, dict[str, dict[int, np
         if rows and column in rows[0]:
             by_method: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
             for r in sorted(rows, key=lambda r: int(r["epoch"])):
-                by_method[r["method"]][int(r["seed"])].append(float(r[column]))
+                # an encoder from elsewhere has no pretraining seed: 0, as identity() says
+                by_method[r["method"]][int(r["seed"] or 0)].append(float(r[column]))
             curves[column] = {m: {s: np.asarray(v) for s, v in seeds.items()} for m, seeds in by_method.items()}
     return curves
 
@@ -96,7 +97,10 @@ def robustness_curve(unit: rundir.UnitRecord, attack: str) -> tuple[np.ndarray, 
     if not path.exists():
         return None
     rows = read_csv(path)
-    return tuple(np.array([float(r[c]) for r in rows]) for c in ("eps", "accuracy", "loss"))  # type: ignore[return-value]
+    accuracy, loss = (np.array([float(r[c]) for r in rows]) for c in ("accuracy", "loss"))
+    # eps_255 / 255 where written: the "eps" column's 8 decimals put k/255 a few 1e-9 short of itself.
+    eps = np.array([float(r["eps_255"]) / 255 if r.get("eps_255") else float(r["eps"]) for r in rows])
+    return eps, accuracy, loss
 
 
 def sharpness_values(result: dict) -> dict[str, float]:
@@ -146,3 +150,52 @@ def collect(run: RunInfo) -> Collected:
     notes = [f"{text} ({n} run{'s' if n > 1 else ''})" for text, n in problems.items()]
     plain = lambda d: {q: {k: dict(v) for k, v in by_key.items()} for q, by_key in d.items() if by_key}  # noqa: E731
     return Collected(plain(values), plain(curves), notes)
+
+
+def fgsm_space_scores(run: RunInfo) -> dict[str, Results]:
+    """FGSM robustness scores by the space ε was applied in: space -> {(method, task): {seed: score}}.
+
+    ``fgsm.csv`` is in the space its robustness.json names; ``fgsm_<space>.csv`` (written with
+    analysis.robustness.compare_spaces) is the same attack in the other space, on the same model."""
+    eps_max = float(run.report.claims.robustness_eps_max_255) / 255
+    scores: dict[str, Results] = defaultdict(lambda: defaultdict(dict))
+    for unit in run.units.get("robustness", []):
+        method, task, seed = identity(unit)
+        sidecar = read_json(unit.path("robustness.json")) if unit.path("robustness.json").exists() else {}
+        main = sidecar.get("space", "pixel")
+        for space, name in ((main, "fgsm"), *((s, f"fgsm_{s}") for s in ("pixel", "normalized") if s != main)):
+            curve = robustness_curve(unit, name)
+            if curve is None:
+                continue
+            try:
+                scores[space][(method, task)][seed] = robustness_score(curve[0], curve[1], eps_max)
+            except ValueError:  # the ε grid stops short of ε_max: noted by collect() already
+                continue
+    return {space: {k: dict(v) for k, v in by_key.items()} for space, by_key in scores.items()}
+
+
+def inpca_comparisons(run: RunInfo) -> dict[str, dict]:
+    """task -> inpca_comparison.json of its geometry unit (the map with one P* and with one per seed)."""
+    found = {}
+    for unit in run.units.get("geometry", []):
+        path = unit.path("inpca_comparison.json")
+        if path.exists():
+            found[unit.task] = read_json(path)
+    return found
+
+
+def landscape_seedings(run: RunInfo) -> dict[str, Results]:
+    """Mean loss rise over the landscape grid (mean loss in the grid − loss at θ*) by direction
+    seeding: seeding -> {(method, task): {seed: rise}}, from surface.npy and, where computed
+    (analysis.landscape.compare_seeding), surface_<other seeding>.npy of the same model."""
+    from ..analysis.landscape import load_surface
+
+    rises: dict[str, Results] = defaultdict(lambda: defaultdict(dict))
+    for unit in run.units.get("landscape", []):
+        for path in sorted(unit.folder.glob("surface*.npy")):
+            surface, meta = load_surface(path)
+            seeding = meta.get("direction_seeding", "shared")
+            method, task, seed = identity(unit, meta)
+            centre = (len(surface.ys) // 2, len(surface.xs) // 2) if surface.ys is not None else (len(surface.xs) // 2,)
+            rises[seeding][(method, task)][seed] = float(np.nanmean(surface.loss) - surface.loss[centre])
+    return {s: {k: dict(v) for k, v in by_key.items()} for s, by_key in rises.items()}

@@ -67,6 +67,12 @@ class StageContext:
             raise KeyError(f"unit {self.unit.id} has {len(paths)} '{role}' inputs, expected one")
         return paths[0]
 
+    def batch_size(self, configured: int | None, cpu: int, gpu: int) -> int:
+        """``configured``, or the default for this device: GPUs are filled by larger batches."""
+        if configured is not None:
+            return configured
+        return cpu if self.device.type == "cpu" else gpu
+
     def execution(self) -> dict[str, Any]:
         """Where and how the unit computed, for its manifest."""
         return {"device": str(self.device), "device_name": device_name(self.device), "precision": self.precision,

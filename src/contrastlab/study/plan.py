@@ -96,17 +96,17 @@ def representation_units(config: StudyConfig, pretrains: list[Unit], pretrain_da
                          execution: dict) -> list[Unit]:
     """Beyond the paper: probes along pretraining ("trajectory", per method, seed and task), CKA between
     every encoder of a task ("representation"), alignment / uniformity / rank per encoder ("alignment")."""
-    from ..config_checks import saved_checkpoint_epochs
+    from ..config_checks import trajectory_epochs
 
     a, p, units = config.analysis, config.pretrain, []
     trajectory = a.pretraining_trajectory
-    epochs = trajectory.epochs or saved_checkpoint_epochs(p.epochs, p.checkpoint_epochs, p.checkpoint_every)
+    epochs = trajectory_epochs(config)
     for pre in pretrains:
         if trajectory.enabled and pre.method != RANDOM:
-            checkpoints = tuple(("checkpoint", f"{pre.id}/checkpoints/epoch_{e:04d}.safetensors") for e in sorted(set(epochs)))
+            checkpoints = tuple(("checkpoint", f"{pre.id}/checkpoints/epoch_{e:04d}.safetensors") for e in epochs)
             for t, classes in enumerate(config.data.tasks):
                 key = config_hash({"pretrain": pre.key, "data": downstream_data, "finetune": to_dict(config.finetune), "classes": classes,
-                                   "trajectory": to_dict(trajectory), "epochs": sorted(set(epochs)), "execution": execution})
+                                   "trajectory": to_dict(trajectory), "epochs": epochs, "execution": execution})
                 units.append(Unit("trajectory", unit_id("trajectory", pre.method, pre.seed, classes), key, pre.method, pre.seed, t,
                                   (pre.id,), checkpoints))
         if a.representation.enabled:

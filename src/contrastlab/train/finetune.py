@@ -14,6 +14,7 @@ import copy
 import math
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,6 +120,7 @@ def train_probe(
     seed: int = 0,
     precision: str = "fp32",
     progress: bool = False,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> ProbeRun:
     """Train a probe on ``train`` = (uint8 images (N, H, W, C), labels (N,)); evaluate on ``val``.
 
@@ -173,6 +175,8 @@ def train_probe(
         _, _, probs = _evaluate(forward, x_analysis, torch.zeros(len(x_analysis), dtype=torch.long, device=device), 1024)
         snapshots[epoch] = probs.cpu().numpy()
         history.append({"epoch": epoch, "lr": epoch_lr, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc})
+        if on_epoch is not None:  # e.g. TensorBoard scalars: the epoch's history row
+            on_epoch(history[-1])
 
     started = time.perf_counter()
     record(0, 0.0)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,7 @@ def pretrain(
     compile: bool = False,
     record: dict[str, Any] | None = None,
     progress: bool = False,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> Path:
     """Pretrain an encoder on ``train_set``; return the path of the final encoder checkpoint.
 
@@ -290,6 +291,8 @@ def pretrain(
             rows.append({"epoch": epoch, "lr": epoch_lr, "loss": epoch_loss, "images_per_s": seen / seconds, "seconds": seconds})
             if is_main:
                 write_csv(metrics_path, rows, METRIC_FIELDS)
+                if on_epoch is not None:  # e.g. TensorBoard scalars: the epoch's metrics row
+                    on_epoch(rows[-1])
                 log.info("%s seed %d epoch %d/%d loss %.4f", method, seed, epoch, epochs, epoch_loss)
             if epoch in save_at:
                 save(epoch)

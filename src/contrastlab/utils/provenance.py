@@ -37,10 +37,3 @@ def device_name(device: torch.device | str) -> str:
     except OSError:
         pass
     return platform.processor() or device.type
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda if available, else cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)

@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from .. import html as h
 from ..context import KINDS, ReportContext, Section
+from ..faithfulness import behaviour_rows, originals_used
 from ..tables import write_table
 
 HISTORY_COLUMNS = ("start", "end", "host", "device", "device_name", "status", "units_run")
@@ -54,6 +55,16 @@ def provenance_section(ctx: ReportContext) -> None:
         (f"Config hash {study['config_hash']}; " if study.get("config_hash") else "No study.json: a folder of single units; ")
         + f"seeds {run.seeds}; wall time of the finished units {total:.0f} s (summed from their manifests)."))
     section.body += ["<h3>Stages</h3>", h.table(times)]
+    if run.config:
+        behaviours = behaviour_rows(run.config)
+        write_table(ctx.table_dir, "original_behaviours", behaviours)
+        used = originals_used(run.config)
+        section.body += ["<h3>Behaviours of the original code</h3>", h.paragraph(
+            ("This run used the original code's behaviour for " + ", ".join(used) + ". " if used else
+             "This run used no behaviour of the original code where it differs from the correction. ")
+            + "'same': the original and the corrected value agree (listed because the paper's text says otherwise "
+              "or the key exists for comparison). docs/design-notes.md gives the source of each."),
+            h.table(behaviours)]
     history = history_rows(run.study)
     if history:
         section.body += ["<h3>Runs of this study</h3>", h.table(history)]

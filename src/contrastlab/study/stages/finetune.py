@@ -13,6 +13,7 @@ from ...models.normalization import input_normalization, set_input_normalization
 from ...train.finetune import SAMPLE_ORDER, extract_features, knn_accuracy, train_probe
 from ...utils.io import save_array, write_csv, write_json
 from ..context import StageContext
+from ..curves import epoch_scalars
 from ..encoders import load_encoder
 from ..inputs import expected_architecture, task_sets
 
@@ -35,8 +36,10 @@ def run(ctx: StageContext) -> None:
     probe_settings = {"mode": f.mode, "epochs": f.epochs, "batch_size": f.batch_size, "lr": f.lr, "momentum": f.momentum,
                       "weight_decay": f.weight_decay, "min_lr_ratio": f.min_lr_ratio,
                       "reach_min_at_last": f.schedule_end == "at_min", "seed": ctx.unit.seed or 0}
-    run = train_probe(encoder, (task_train.images, task_train.labels), (task_val.images, task_val.labels), analysis_set.images,
-                      n_classes=task_train.num_classes, precision=ctx.precision, progress=ctx.progress, **probe_settings)
+    with epoch_scalars(ctx, "probe") as on_epoch:
+        run = train_probe(encoder, (task_train.images, task_train.labels), (task_val.images, task_val.labels), analysis_set.images,
+                          n_classes=task_train.num_classes, precision=ctx.precision, progress=ctx.progress, on_epoch=on_epoch,
+                          **probe_settings)
     features = run.features or {name: extract_features(encoder, s.images, device=ctx.device)
                                 for name, s in (("train", task_train), ("val", task_val))}
     knn = knn_accuracy(features["train"], torch.from_numpy(task_train.labels), features["val"], torch.from_numpy(task_val.labels), f.knn_k)

@@ -9,6 +9,7 @@ from ...data import ImageSet
 from ...models.normalization import ORIGINAL_STD
 from ...train.pretrain import pretrain, random_encoder
 from ..context import StageContext
+from ..curves import epoch_scalars
 from ..inputs import pretrain_set
 from ..plan import RANDOM
 
@@ -31,12 +32,14 @@ def run(ctx: StageContext) -> None:
         random_encoder(data, ctx.folder / "encoder.safetensors", seed=unit.seed, encoder=m.encoder, width=m.width, record=ctx.record)
         return
     p = ctx.settings
-    pretrain(
-        data, ctx.folder, method=unit.method, seed=unit.seed, encoder=m.encoder, width=m.width,
-        projection_dim=m.projection_dim, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr[unit.method],
-        momentum=p.momentum, weight_decay=p.weight_decay, min_lr_ratio=p.min_lr_ratio, warmup_epochs=p.warmup_epochs,
-        reach_min_at_last=p.schedule_end == "at_min",
-        temperature=p.temperature.get(unit.method), base_temperature=p.base_temperature, loss_form=p.loss_form, views=p.views,
-        crop_scale_min=p.crop_scale_min, checkpoint_epochs=p.checkpoint_epochs, checkpoint_every=p.checkpoint_every,
-        sync_bn=p.sync_bn, device=ctx.device, precision=ctx.precision, record=ctx.record, progress=ctx.progress,
-    )
+    with epoch_scalars(ctx, "pretrain") as on_epoch:  # TensorBoard scalars when log.tensorboard is on
+        pretrain(
+            data, ctx.folder, method=unit.method, seed=unit.seed, encoder=m.encoder, width=m.width,
+            projection_dim=m.projection_dim, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr[unit.method],
+            momentum=p.momentum, weight_decay=p.weight_decay, min_lr_ratio=p.min_lr_ratio, warmup_epochs=p.warmup_epochs,
+            reach_min_at_last=p.schedule_end == "at_min",
+            temperature=p.temperature.get(unit.method), base_temperature=p.base_temperature, loss_form=p.loss_form, views=p.views,
+            crop_scale_min=p.crop_scale_min, checkpoint_epochs=p.checkpoint_epochs, checkpoint_every=p.checkpoint_every,
+            sync_bn=p.sync_bn, device=ctx.device, precision=ctx.precision, record=ctx.record, progress=ctx.progress,
+            on_epoch=on_epoch,
+        )

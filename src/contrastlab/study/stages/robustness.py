@@ -17,7 +17,7 @@ from ..inputs import probe_and_data
 
 
 def robustness_curves(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, s: RobustnessConfig, folder: Path,
-                      meta: dict, precision: str = "fp32", progress: bool = False) -> None:
+                      meta: dict, batch_size: int, precision: str = "fp32", progress: bool = False) -> None:
     """Write ``<attack>.csv`` (eps, eps_255, accuracy, loss) per attack and ``robustness.json``;
     with ``compare_spaces``, also ``fgsm_<other space>.csv`` (FGSM with ε applied in the other space)."""
     eps = np.asarray(s.eps_255, dtype=np.float64) / 255
@@ -29,7 +29,7 @@ def robustness_curves(model: torch.nn.Module, images: torch.Tensor, labels: torc
         kwargs = {"space": space, "precision": precision}
         if attack == "pgd":
             kwargs.update(steps=s.pgd_steps, seed=s.seed)
-        curve = robust_accuracy(model, images, labels, eps, attack=attack, batch_size=s.batch_size, progress=progress, **kwargs)
+        curve = robust_accuracy(model, images, labels, eps, attack=attack, batch_size=batch_size, progress=progress, **kwargs)
         rows = [{"eps": f"{e:.8f}", "eps_255": f"{e * 255:g}", "accuracy": f"{acc:.6f}", "loss": f"{loss:.6f}"}
                 for e, acc, loss in zip(eps, curve.accuracy, curve.loss)]
         write_csv(folder / f"{name}.csv", rows)
@@ -42,4 +42,5 @@ def robustness_curves(model: torch.nn.Module, images: torch.Tensor, labels: torc
 
 def run(ctx: StageContext) -> None:
     model, images, labels, meta = probe_and_data(ctx, ctx.settings.samples)
-    robustness_curves(model, images, labels, ctx.settings, ctx.folder, meta, ctx.precision, ctx.progress)
+    batch_size = ctx.batch_size(ctx.settings.batch_size, cpu=256, gpu=1024)
+    robustness_curves(model, images, labels, ctx.settings, ctx.folder, meta, batch_size, ctx.precision, ctx.progress)

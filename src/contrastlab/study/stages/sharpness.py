@@ -17,7 +17,8 @@ def run(ctx: StageContext) -> None:
     # The raw Hessian always (the original's number); the filter-normalized one, S H S, when asked:
     # BatchNorm makes each filter scale-free, so raw curvature also measures weight norms.
     for normalization in ("none", "filter") if s.normalization == "filter" else ("none",):
-        common = dict(seed=s.seed, params=params, normalization=normalization, precision=ctx.precision, progress=ctx.progress)
+        common = dict(seed=s.seed, params=params, normalization=normalization, precision=ctx.precision, progress=ctx.progress,
+                      batch_size=ctx.batch_size(s.batch_size, cpu=256, gpu=512))
         top = hessian_top_eigenvalues(model, images, labels, k=s.top_k, iters=s.iters, tol=s.tol, **common)
         trace = hessian_trace(model, images, labels, samples=s.trace_samples, **common)
         values = {"top_eigenvalues": [float(v) for v in top.values], "lanczos_steps": int(top.iterations), "lanczos_tol": top.tol,

@@ -1,0 +1,82 @@
+"""Every analysis of the study on one encoder from anywhere (``contrastlab analyze all``).
+
+The encoder is a contrastlab checkpoint, a solo-learn / lightly / torchvision ResNet-18
+checkpoint, or ``package.module:function`` (:mod:`contrastlab.study.encoders`). For each task it
+runs the study's own stages into the run directory's layout, without a method or seed level::
+
+    DIR/finetune/<label>/task-<c>/         the linear probe (finetune settings)
+    DIR/analysis/<kind>/<label>/task-<c>/  landscape, sharpness, robustness (those enabled)
+    DIR/analysis/geometry/task-<c>/        progress t_w and InPCA of the one probe's trajectory
+
+``<label>`` is a contrastlab checkpoint's method, else the encoder's source ("solo-learn", "lightly",
+"torchvision", "module"): the name the report gives it. Each unit's manifest also says where the
+encoder came from (``"encoder": {source, path, format}``). Finished units are skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..config import StudyConfig, config_hash, to_dict
+from ..rundir import RunLock, unit_id
+from .context import SECTIONS, unit_context
+from .plan import ANALYSES, Unit
+from .units import is_done, prepare_unit_folder, run_stage
+
+log = logging.getLogger(__name__)
+
+
+def encoder_label(spec: str) -> str:
+    """How tables name the encoder: a contrastlab checkpoint's method, else its source ("solo-learn", "lightly", ...)."""
+    from ..utils.io import read_json
+    from .encoders import encoder_spec, is_contrastlab_checkpoint
+
+    spec = encoder_spec(spec)
+    if is_contrastlab_checkpoint(spec):
+        return str(read_json(Path(spec).with_suffix(".json")).get("method") or "contrastlab")
+    from ..models.foreign import load_foreign_encoder
+
+    return str(load_foreign_encoder(spec)[1]["source"])  # reads the file once; errors are one line
+
+
+def encoder_units(config: StudyConfig, spec: str, seed: int = 0, label: str | None = None) -> list[Unit]:
+    """The units of ``spec`` on every task of ``config``, each after the units it reads; ``label``
+    (default: :func:`encoder_label`) is their method, the encoder's name in every table."""
+    label = label or encoder_label(spec)
+    execution = {"device": config.device, "precision": config.precision}
+    base = {"encoder": spec, "data": to_dict(config.data), "model": to_dict(config.model), "seed": seed, "execution": execution}
+    units: list[Unit] = []
+    for t, classes in enumerate(config.data.tasks):
+        fine = Unit("finetune", unit_id("finetune", label, classes=classes),
+                    config_hash({**base, "kind": "finetune", "classes": classes, "settings": to_dict(config.finetune)}),
+                    label, seed, t, inputs=(("encoder", spec),))
+        units.append(fine)
+        for kind in ANALYSES:
+            settings = SECTIONS[kind](config)
+            if settings.enabled:
+                key = config_hash({"finetune": fine.key, kind: to_dict(settings), "execution": execution})
+                units.append(Unit(kind, unit_id(kind, label, classes=classes), key, label, seed, t, deps=(fine.id,),
+                                  inputs=(("encoder", spec), ("probe", f"{fine.id}/probe.safetensors"))))
+        if config.analysis.geometry.enabled:
+            key = config_hash({"finetune": [fine.key], "geometry": to_dict(config.analysis.geometry), "execution": execution})
+            units.append(Unit("geometry", unit_id("geometry", classes=classes), key, task=t, deps=(fine.id,),
+                              inputs=(("snapshots", f"{fine.id}/snapshots.npy"),)))
+    return units
+
+
+def analyze_encoder(config: StudyConfig, spec: str | Path, out: str | Path, *, seed: int = 0, progress: bool = False) -> list[Unit]:
+    """Run (or resume) every unit of :func:`encoder_units` into ``out``; return the units run."""
+    out = Path(out)
+    path = Path(spec).expanduser()
+    spec = str(path.resolve()) if path.exists() else str(spec)  # a file by its absolute path; module:function as given
+    ran = []
+    with RunLock(out):
+        for unit in encoder_units(config, spec, seed):
+            if is_done(unit, out):
+                continue
+            folder = prepare_unit_folder(unit, out)
+            run_stage(unit_context(unit, config, out, folder, progress))
+            ran.append(unit)
+            log.info("finished %s", unit.id)
+    return ran

@@ -1,0 +1,118 @@
+"""The local backend: a pool of ``launcher.jobs`` spawned worker processes on this machine, the
+CPU cores shared out evenly among them and, with GPUs, one GPU each (round-robin)."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from ...config import StudyConfig
+from ...errors import ContrastlabError
+from ..plan import Unit
+from .loop import Backend, Outcome, UnitRunner, exception_failure
+
+log = logging.getLogger(__package__)
+
+
+def available_cpus() -> int:
+    """CPU cores this process may use (its affinity mask, e.g. a Slurm allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_job(jobs: int) -> int:
+    """Torch threads for each of ``jobs`` concurrent workers: the cores shared out evenly."""
+    return max(1, available_cpus() // max(1, jobs))
+
+
+def gpu_slots(jobs: int, device: str) -> list[str] | None:
+    """The GPU each of ``jobs`` workers gets (``CUDA_VISIBLE_DEVICES`` values, round-robin over
+    the visible GPUs), or None when the study does not run on CUDA or there is no GPU."""
+    if device not in ("auto", "cuda"):  # "cpu", or one explicitly chosen device: leave it alone
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v.strip() for v in visible.split(",") if v.strip()]
+    else:
+        import torch
+
+        ids = [str(i) for i in range(torch.cuda.device_count())]
+    if not ids:
+        return None
+    return [ids[i % len(ids)] for i in range(jobs)]
+
+
+def _init_worker(threads: int, gpus: Any, log_level: int) -> None:
+    """Runs first in every worker: pin a GPU before CUDA starts, share out the CPU threads."""
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus.get()
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s [%(processName)s]: %(message)s")
+
+
+class LocalPool(Backend):
+    """``launcher.jobs`` spawned worker processes, each with its threads and GPU."""
+
+    def __init__(self, config: StudyConfig, run_dir: Path, runner: UnitRunner):
+        self.config, self.run_dir, self.runner = config, run_dir, runner
+        self.limit = config.launcher.jobs
+        if self.limit < 1:
+            raise ContrastlabError(f"launcher.jobs must be at least 1, got {self.limit}")
+        self.running: dict[Future, Unit] = {}
+        self.order: dict[str, int] = {}
+
+    def __enter__(self) -> "LocalPool":
+        context = mp.get_context("spawn")  # fork would copy torch's thread pools and any CUDA state
+        slots = gpu_slots(self.limit, self.config.device)
+        gpus = None
+        if slots is not None:
+            gpus = context.Queue()
+            for slot in slots:
+                gpus.put(slot)
+        threads = threads_per_job(self.limit)
+        log.info("local launcher: %d workers, %d threads each%s", self.limit, threads,
+                 f", GPUs {','.join(slots)}" if slots else "")
+        self.pool = ProcessPoolExecutor(max_workers=self.limit, mp_context=context, initializer=_init_worker,
+                                        initargs=(threads, gpus, logging.getLogger().getEffectiveLevel()))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.pool.shutdown(wait=True)
+
+    def in_flight(self) -> int:
+        return len(self.running)
+
+    def start(self, unit: Unit, after: list[str]) -> None:
+        self.order.setdefault(unit.id, len(self.order))
+        self.running[self.pool.submit(self.runner, unit, self.config, self.run_dir)] = unit
+
+    def wait(self) -> list[Outcome]:
+        finished, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+        outcomes: list[Outcome] = []
+        for future in finished:
+            unit = self.running.pop(future)
+            error = future.exception()
+            if error is None:
+                outcomes.append((unit, future.result(), None))
+            elif isinstance(error, BrokenProcessPool):
+                outcomes.append((unit, None, ("its worker process died (killed, or out of memory?)", error, "")))
+            else:  # the worker's traceback travels as the exception's cause
+                outcomes.append((unit, None, exception_failure(error)))
+        return sorted(outcomes, key=lambda o: self.order[o[0].id])
+
+    def stop(self) -> None:
+        # Stop the workers now rather than let the pool wait for units that may run for hours.
+        # Their partial work stays resumable.
+        log.warning("stopping %d running units; finished units are kept, run again to resume", len(self.running))
+        for process in list((getattr(self.pool, "_processes", None) or {}).values()):
+            process.terminate()
+        self.pool.shutdown(wait=False, cancel_futures=True)

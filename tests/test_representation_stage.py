@@ -1,0 +1,170 @@
+"""Beyond the paper, end to end: probes along pretraining, CKA between encoders, alignment /
+uniformity per encoder in the micro study and its report; any encoder through `contrastlab analyze all`."""
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from contrastlab.config import load_config
+from contrastlab.config_checks import trajectory_epochs
+from contrastlab.errors import ConfigError
+from contrastlab.models import build_encoder
+from contrastlab.study.plan import plan_units
+from contrastlab.study.runner import run_study
+from helpers import MICRO_STUDY, run_cli
+from test_foreign import solo_learn_checkpoint
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+NEW_KINDS = ("trajectory", "representation", "alignment")
+
+
+def rows_of(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def micro_config():
+    return load_config("quick", MICRO_STUDY)
+
+
+@pytest.fixture(scope="module")
+def finished_study(micro_config, tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_dir = tmp_path_factory.mktemp("representation") / "run"
+        run_study(micro_config, run_dir, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return run_dir
+
+
+def test_plan_has_the_new_units(micro_config):
+    units = [u for u in plan_units(micro_config) if u.kind in NEW_KINDS]
+    kinds = [u.kind for u in units]
+    # trajectory: 2 methods x 1 seed x 2 tasks; alignment: 3 encoders (random too); representation: 2 tasks
+    assert (kinds.count("trajectory"), kinds.count("alignment"), kinds.count("representation")) == (4, 3, 2)
+    trajectory = next(u for u in units if u.kind == "trajectory")
+    assert [p for _, p in trajectory.inputs] == [f"pretrain/simclr/seed0/checkpoints/epoch_{e:04d}.safetensors" for e in (0, 1, 2)]
+    representation = next(u for u in units if u.kind == "representation")
+    assert len(representation.inputs) == 3 and set(representation.deps) == {u.id for u in plan_units(micro_config) if u.kind == "pretrain"}
+    off = load_config("quick", MICRO_STUDY + ["analysis.pretraining_trajectory.enabled=false", "analysis.representation.enabled=false"])
+    assert not [u for u in plan_units(off) if u.kind in NEW_KINDS]
+
+
+def test_trajectory_epochs_are_saved_checkpoints():
+    quick = load_config("quick", ["seeds=[0]"])
+    assert trajectory_epochs(quick) == [0, 4, 8, 12]  # 4 of the 7 saved (every 2 epochs of 12)
+    assert trajectory_epochs(load_config("quick", ["analysis.pretraining_trajectory.max_checkpoints=null"])) == list(range(0, 13, 2))
+    assert trajectory_epochs(load_config("quick", ["analysis.pretraining_trajectory.epochs=[2,0]"])) == [0, 2]
+    with pytest.raises(ConfigError, match=r"analysis.pretraining_trajectory.epochs: pretraining saves no checkpoint at epoch 3"):
+        load_config("quick", ["analysis.pretraining_trajectory.epochs=[3]"])
+
+
+def test_trajectory_rows_and_their_last_epoch_is_the_probe(finished_study):
+    run_dir = finished_study
+    for method in ("simclr", "supce"):
+        for task in ("task-0-1-2", "task-3-4-5"):
+            rows = rows_of(run_dir / f"analysis/trajectory/{method}/seed0/{task}/trajectory.csv")
+            assert [int(r["pretrain_epoch"]) for r in rows] == [0, 1, 2]
+            assert {r["method"] for r in rows} == {method} and {r["task"] for r in rows} == {task}
+            assert all(0 <= float(r[c]) <= 1 for r in rows for c in ("val_accuracy", "knn_accuracy", "t_w"))
+            # the last checkpoint holds the final encoder and the probe has the same settings and seed:
+            # its numbers are the finetune unit's
+            result = json.loads((run_dir / f"finetune/{method}/seed0/{task}/result.json").read_text())
+            assert float(rows[-1]["val_accuracy"]) == pytest.approx(result["val_accuracy"], abs=1e-6)
+            assert float(rows[-1]["knn_accuracy"]) == pytest.approx(result["knn_accuracy"], abs=1e-6)
+            progress = [r for r in rows_of(run_dir / f"analysis/geometry/{task}/progress.csv") if r["method"] == method]
+            assert float(rows[-1]["t_w"]) == pytest.approx(float(progress[-1]["t_w"]), abs=1e-5)
+        manifest = json.loads((run_dir / f"analysis/trajectory/{method}/seed0/task-0-1-2/done.json").read_text())
+        assert manifest["kind"] == "trajectory" and set(manifest["files"]) == {"trajectory.csv", "trajectory.json"}
+
+
+def test_cka_matrix_and_alignment(finished_study):
+    run_dir = finished_study
+    for task in ("task-0-1-2", "task-3-4-5"):
+        folder = run_dir / f"analysis/representation/{task}"
+        matrix, meta = np.load(folder / "cka.npy"), json.loads((folder / "cka.json").read_text())
+        assert meta["names"] == ["simclr/seed0", "supce/seed0", "random/seed0"] and matrix.shape == (3, 3)
+        np.testing.assert_allclose(matrix, matrix.T)
+        np.testing.assert_allclose(np.diag(matrix), 1.0, atol=1e-9)
+        assert ((matrix >= 0) & (matrix <= 1 + 1e-9)).all() and meta["samples"] == 3 * 8  # the whole train split: fewer than samples=300
+    for method in ("simclr", "supce", "random"):
+        result = json.loads((run_dir / f"analysis/alignment/{method}/seed0/alignment.json").read_text())
+        assert 0 <= result["alignment"] <= 4 and -4 <= result["uniformity"] <= 0 and 1 <= result["effective_rank"] <= result["feature_dim"]
+        assert result["pairs"] == min(256, 10 * 16) and result["augmentation"] == "contrastive"
+
+
+def test_report_has_the_representation_section(finished_study):
+    from contrastlab.report.build import build_report
+
+    html = build_report(finished_study).read_text()
+    assert "representations" in re.findall(r'<section id="(\w+)">', html)
+    tables = finished_study / "report/tables"
+    trajectory = rows_of(tables / "pretraining_trajectory.csv")
+    assert len(trajectory) == 2 * 1 * 3 * 2  # methods x seeds x pretraining epochs x tasks
+    assert list(trajectory[0])[:4] == ["method", "seed", "pretrain_epoch", "task"]
+    assert [(r["method"], r["pretrain_epoch"]) for r in trajectory[:3]] == [("simclr", "0"), ("simclr", "1"), ("simclr", "2")]
+    cka = rows_of(tables / "cka.csv")
+    assert len(cka) == 3 * 9 and {r["task"] for r in cka} == {"mean", "task-0-1-2", "task-3-4-5"}
+    assert {r["method"] for r in rows_of(tables / "alignment_uniformity.csv")} == {"simclr", "supce", "random"}
+    for name in ("pretraining_trajectory", "cka_mean", "cka_per_task"):
+        assert (finished_study / f"report/figures/{name}.png").exists()
+
+
+# ---------------------------------------------------------------- any encoder
+
+
+MICRO_ANY = [s for s in MICRO_STUDY if not s.startswith(("model.", "data.tasks"))]
+
+
+def test_solo_learn_checkpoint_through_the_cli(monkeypatch, capsys, tmp_path):
+    torch.manual_seed(0)
+    source = build_encoder("resnet18", width=4).eval()
+    checkpoint = tmp_path / "solo-simclr.ckpt"
+    torch.save(solo_learn_checkpoint(source), checkpoint)
+    out = tmp_path / "any"
+    sets = [a for s in MICRO_ANY for a in ("--set", s)]
+    code, stdout, err = run_cli(monkeypatch, capsys, "analyze", "all", "--encoder", checkpoint, "--task", "0,1,2", "--task", "3,4,5",
+                                "--out", out, "--no-progress", *sets)
+    assert code == 0, err
+    assert "report:" in stdout
+    for kind in ("finetune", "analysis/landscape", "analysis/sharpness", "analysis/robustness"):
+        manifest = json.loads((out / f"{kind}/solo-learn/task-0-1-2/done.json").read_text())
+        assert manifest["method"] == "solo-learn"
+        assert manifest["encoder"] == {"source": "solo-learn", "path": str(checkpoint.resolve()), "format": "lightning"}
+    assert (out / "analysis/geometry/task-3-4-5/progress.csv").exists()
+    accuracy = rows_of(out / "report/tables/accuracy.csv")
+    assert {(r["method"], r["task"]) for r in accuracy} == {("solo-learn", "task-0-1-2"), ("solo-learn", "task-3-4-5")}
+    html = (out / "report/report.html").read_text()
+    sections = re.findall(r'<section id="(\w+)">', html)
+    assert {"accuracy", "landscape", "sharpness", "robustness"} <= set(sections)
+    # a rerun finds every unit finished
+    code, _, err = run_cli(monkeypatch, capsys, "analyze", "all", "--encoder", checkpoint, "--task", "0,1,2", "--task", "3,4,5",
+                           "--out", out, "--no-progress", *sets)
+    assert code == 0, err
+
+
+def tiny_module_encoder() -> torch.nn.Module:
+    """A 'module:function' encoder: pixels (B, 3, H, W) -> (B, 6) features, no feature_dim attribute."""
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+
+
+def test_module_function_encoder_through_the_cli(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "module"
+    # FGSM in normalized space (the quick preset compares it) needs Normalize buffers, which this encoder lacks
+    extra = ["analysis.landscape.enabled=false", "analysis.sharpness.enabled=false", "analysis.robustness.compare_spaces=false"]
+    sets = [a for s in MICRO_ANY + extra for a in ("--set", s)]
+    code, _, err = run_cli(monkeypatch, capsys, "analyze", "all", "--encoder", "test_representation_stage:tiny_module_encoder",
+                           "--task", "0,1,2", "--out", out, "--no-progress", *sets)
+    assert code == 0, err
+    manifest = json.loads((out / "analysis/robustness/module/task-0-1-2/done.json").read_text())
+    assert manifest["encoder"] == {"source": "module", "path": "test_representation_stage:tiny_module_encoder", "format": "module"}
+    assert rows_of(out / "report/tables/accuracy.csv")[0]["method"] == "module"
