@@ -27,8 +27,9 @@ def test_paper_preset_runs_on_cifar_format_folders(tmp_path, monkeypatch, capsys
     code, stdout, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
     units = finished_units(out)
-    assert {u.kind for u in units} == {"pretrain", "finetune", "landscape", "sharpness", "robustness", "geometry"}
-    assert len(units) == 3 + 6 + 3 * 4 + 2
+    assert {u.kind for u in units} == {"pretrain", "finetune", "landscape", "sharpness", "robustness", "geometry",
+                                       "trajectory", "representation", "alignment"}
+    assert len(units) == 3 + 6 + 3 * 4 + 2 + (4 + 3 + 2)  # + trajectories, alignment per encoder, CKA per task
     for unit in units:
         assert unit.manifest["device"] == "cpu" and unit.manifest["precision"] == "fp32", unit.id
         assert unit.manifest["device_name"] and unit.manifest["files"]

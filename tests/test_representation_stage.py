@@ -168,3 +168,49 @@ def test_module_function_encoder_through_the_cli(monkeypatch, capsys, tmp_path):
     manifest = json.loads((out / "analysis/robustness/module/task-0-1-2/done.json").read_text())
     assert manifest["encoder"] == {"source": "module", "path": "test_representation_stage:tiny_module_encoder", "format": "module"}
     assert rows_of(out / "report/tables/accuracy.csv")[0]["method"] == "module"
+
+
+# ---------------------------------------------------------------- TensorBoard
+
+
+class RecordingWriter:
+    """Stands in for the TensorBoard writer (the package is an optional extra): keeps every scalar."""
+
+    def __init__(self, log_dir):
+        self.log_dir, self.scalars, self.closed = log_dir, [], False
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, float(value), int(step)))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def test_tensorboard_scalars_of_pretraining_and_probe(monkeypatch, tmp_path):
+    from contrastlab.study import curves
+    from helpers import micro_config as make_config, run_single_stage
+
+    writers = []
+    monkeypatch.setattr(curves, "scalar_writer", lambda log_dir: writers.append(RecordingWriter(log_dir)) or writers[-1])
+    config = make_config("log.tensorboard=true")
+    pre = run_single_stage(config, "pretrain", tmp_path / "pre", method="simclr")
+    run_single_stage(config, "finetune", tmp_path / "probe", inputs={"encoder": pre / "encoder.safetensors"})
+    pretrain_writer, probe_writer = writers
+    assert pretrain_writer.log_dir == tmp_path / "pre" / "tensorboard" and pretrain_writer.closed and probe_writer.closed
+    assert [s for t, _, s in pretrain_writer.scalars if t == "pretrain/loss"] == [1, 2]
+    assert {t for t, _, _ in pretrain_writer.scalars} == {"pretrain/loss", "pretrain/lr", "pretrain/images_per_s", "pretrain/seconds"}
+    val = [(v, s) for t, v, s in probe_writer.scalars if t == "probe/val_accuracy"]
+    result = json.loads((tmp_path / "probe" / "result.json").read_text())
+    assert [s for _, s in val] == [0, 1, 2, 3] and val[-1][0] == pytest.approx(result["val_accuracy"])
+    # off by default: no writer at all
+    run_single_stage(make_config(), "finetune", tmp_path / "quiet", inputs={"encoder": pre / "encoder.safetensors"})
+    assert len(writers) == 2

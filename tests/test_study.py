@@ -57,7 +57,8 @@ def result_numbers(run_dir: Path) -> dict[str, object]:
 def test_micro_study_writes_every_artifact_and_the_report(finished_study, micro_config):
     run_dir, summary = finished_study
     units = plan_units(micro_config)
-    assert len(summary.ran) == len(units) == 3 + 6 + 12 + 2 and not summary.skipped
+    # + 4 trajectories, 3 alignment units (one per encoder), 2 CKA units (tests/test_representation_stage.py)
+    assert len(summary.ran) == len(units) == 3 + 6 + 12 + 2 + (4 + 3 + 2) and not summary.skipped
     for unit in units:
         done = json.loads((unit.folder(run_dir) / "done.json").read_text())
         assert done["key"] == unit.key and done["seconds"] >= 0

@@ -128,7 +128,8 @@ def train_probe(
     at epoch 0 and after every epoch. In ``linear`` mode the encoder is never modified (it is
     used in eval mode under inference mode); in ``full`` mode a copy of it is trained. Everything
     computes where the encoder lives; ``precision`` "bf16" autocasts the encoder's forward passes.
-    A non-finite training loss stops with :class:`NonFiniteError`.
+    A non-finite training loss stops with :class:`NonFiniteError`. ``reach_min_at_last``: the
+    cosine schedule ends at lr·min_lr_ratio on the last epoch, as the original's (see cosine_lr).
     """
     device = model_device(encoder)
     autocast = autocast_for(precision, device)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ... import stats
 from .. import html as h
 from ..context import ReportContext, Section
