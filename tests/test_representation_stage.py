@@ -60,7 +60,8 @@ def test_plan_has_the_new_units(micro_config):
 
 def test_trajectory_epochs_are_saved_checkpoints():
     quick = load_config("quick", ["seeds=[0]"])
-    assert trajectory_epochs(quick) == [0, 4, 8, 12]  # 4 of the 7 saved (every 2 epochs of 12)
+    assert trajectory_epochs(quick) == [0, 6, 12]  # 3 of the 7 saved (every 2 epochs of 12)
+    assert trajectory_epochs(load_config("quick", ["analysis.pretraining_trajectory.max_checkpoints=4"])) == [0, 4, 8, 12]
     assert trajectory_epochs(load_config("quick", ["analysis.pretraining_trajectory.max_checkpoints=null"])) == list(range(0, 13, 2))
     assert trajectory_epochs(load_config("quick", ["analysis.pretraining_trajectory.epochs=[2,0]"])) == [0, 2]
     with pytest.raises(ConfigError, match=r"analysis.pretraining_trajectory.epochs: pretraining saves no checkpoint at epoch 3"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import encoder_from_checkpoint, load_state, read_checkpoint, subset
+from ..checkpoint import load_state, read_checkpoint, subset
 from ..config import DataConfig, ModelConfig
 from ..data import ImageSet, load_dataset, make_task
 from ..models import architecture, build_encoder, classifier, linear_classifier

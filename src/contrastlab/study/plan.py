@@ -24,7 +24,7 @@ __all__ = ["ANALYSES", "RANDOM", "Unit", "plan_units", "study_methods", "task_na
 class Unit:
     """One unit of work: a stage for one (method, seed, task), or a per-task aggregate."""
 
-    kind: str  # "pretrain" | "finetune" | one of ANALYSES | "geometry"
+    kind: str  # "pretrain" | "finetune" | one of ANALYSES | "geometry" | "trajectory" | "representation" | "alignment"
     id: str  # its folder, relative to the run directory
     key: str  # hash of everything its result depends on
     method: str | None = None

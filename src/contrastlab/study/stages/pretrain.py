@@ -40,6 +40,6 @@ def run(ctx: StageContext) -> None:
             reach_min_at_last=p.schedule_end == "at_min",
             temperature=p.temperature.get(unit.method), base_temperature=p.base_temperature, loss_form=p.loss_form, views=p.views,
             crop_scale_min=p.crop_scale_min, checkpoint_epochs=p.checkpoint_epochs, checkpoint_every=p.checkpoint_every,
-            sync_bn=p.sync_bn, device=ctx.device, precision=ctx.precision, record=ctx.record, progress=ctx.progress,
+            sync_bn=p.sync_bn, compile=p.compile, device=ctx.device, precision=ctx.precision, record=ctx.record, progress=ctx.progress,
             on_epoch=on_epoch,
         )
