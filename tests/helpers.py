@@ -21,7 +21,7 @@ def blob_imageset(n_per_class: int = 16, n_classes: int = 4, size: int = 8, seed
 
 # A whole study in seconds: tiny data, a tiny CNN, two methods, one seed, two 3-way tasks.
 MICRO_STUDY = [
-    "seeds=[0]", "methods=[simclr,supce]", "data.tasks=[[0,1,2],[3,4,5]]",
+    "launcher.kind=sequential", "seeds=[0]", "methods=[simclr,supce]", "data.tasks=[[0,1,2],[3,4,5]]",
     "data.image_size=8", "data.pretrain_per_class=16", "data.downstream_train_per_class=8", "data.downstream_test_per_class=4",
     "model.encoder=tiny_cnn", "model.width=4", "pretrain.epochs=2", "pretrain.checkpoint_every=1", "finetune.epochs=3",
     "analysis.landscape.grid=3", "analysis.landscape.samples=12",
