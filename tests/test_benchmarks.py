@@ -30,7 +30,7 @@ def test_gpu_benchmark_cpu_smoke_writes_every_field(tmp_path):
     study = results["micro_study"]
     assert study["returncode"] == 0, study.get("error")
     assert "--preset paper" in study["command"]
-    assert set(study["stage_seconds"]) == STAGES and all(v >= 0 for v in study["stage_seconds"].values())
+    assert set(study["stage_seconds"]) >= STAGES and all(v >= 0 for v in study["stage_seconds"].values())
     assert sum(study["stage_units"].values()) == study["units"] > 0
     assert study["devices"] == {"cpu": study["units"]} and study["all_cuda"] is False
     assert study["done_json_has_device"] and study["done_json_has_precision"]

@@ -32,17 +32,11 @@ from contrastlab.study.launchers import (
 from contrastlab.study.plan import Unit, plan_units
 from contrastlab.study.runner import pending_units, prepare_run_dir, run_study
 from contrastlab.study.units import is_done
+from helpers import MICRO_STUDY
 
 JOBS = 2
-MICRO = [
-    "data.pretrain_per_class=20", "data.downstream_train_per_class=10", "data.downstream_test_per_class=6",
-    "data.image_size=8", "model.encoder=tiny_cnn", "model.width=4", "model.projection_dim=8", "seeds=[0]",
-    "methods=[simclr,supce]", "data.tasks=[[0,1,2],[3,4,5]]", "pretrain.epochs=2", "pretrain.batch_size=64",
-    "pretrain.checkpoint_every=1", "finetune.epochs=3",
-    "analysis.landscape.grid=3", "analysis.landscape.samples=12", "analysis.sharpness.samples=12",
-    "analysis.sharpness.iters=3", "analysis.sharpness.trace_samples=3", "analysis.robustness.samples=12",
-    "analysis.robustness.eps_255=[0,4]", "analysis.robustness.pgd_steps=2", "device=cpu",
-]
+# The shared micro study (helpers.MICRO_STUDY: sequential unless a test says otherwise) on the CPU.
+MICRO = [*MICRO_STUDY, "device=cpu"]
 
 
 def micro_config(*extra: str):
