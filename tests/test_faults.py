@@ -207,3 +207,16 @@ def _second_lock_in_child(folder: Path) -> None:
     if result.returncode != 0 and "in use by another contrastlab run" in result.stderr:
         raise RunDirectoryError("in use by another contrastlab run")
     raise AssertionError(result.stderr or "the second lock was granted")
+
+
+def test_a_copied_run_directory_is_still_finished(lean_study, tmp_path):
+    """cp -r does not keep mtimes: content (sha256) decides, not the time stamp."""
+    import shutil
+
+    config, run_dir = lean_study
+    copy = tmp_path / "copied"
+    shutil.copytree(run_dir, copy, copy_function=shutil.copyfile)  # new mtimes, same bytes
+    assert all(is_done(u, copy) for u in plan_units(config))
+    probe = copy / "finetune/simclr/seed0/task-0-1-2/result.json"
+    probe.write_text(probe.read_text().replace('"val_accuracy": ', '"val_accuracy": 0.0, "was": '))
+    assert not is_done(next(u for u in plan_units(config) if u.id == "finetune/simclr/seed0/task-0-1-2"), copy)

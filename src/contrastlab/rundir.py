@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CorruptFileError, RunDirectoryError
-from .utils.io import TEMPORARY_SUFFIX, file_record, read_json, write_json
+from .utils.io import TEMPORARY_SUFFIX, file_digest, file_record, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,9 @@ def read_manifest(folder: Path) -> dict | None:
 
 
 def changed_outputs(folder: Path, manifest: dict) -> list[str]:
-    """The files listed in ``manifest`` that are missing or differ in size or mtime (cheap: no hashing)."""
+    """The files listed in ``manifest`` that are missing or whose content changed. Size and mtime
+    decide when they match; a file whose mtime alone differs (a run directory copied without
+    keeping times) is compared by its sha256."""
     problems = []
     for name, record in manifest.get("files", {}).items():
         path = folder / name
@@ -115,7 +117,9 @@ def changed_outputs(folder: Path, manifest: dict) -> list[str]:
             problems.append(f"{name} is missing")
             continue
         stat = path.stat()
-        if stat.st_size != record.get("bytes") or stat.st_mtime_ns != record.get("mtime_ns"):
+        if stat.st_size != record.get("bytes"):
+            problems.append(f"{name} changed")
+        elif stat.st_mtime_ns != record.get("mtime_ns") and file_digest(path) != record.get("sha256"):
             problems.append(f"{name} changed")
     return problems
 
