@@ -220,3 +220,15 @@ def test_a_copied_run_directory_is_still_finished(lean_study, tmp_path):
     probe = copy / "finetune/simclr/seed0/task-0-1-2/result.json"
     probe.write_text(probe.read_text().replace('"val_accuracy": ', '"val_accuracy": 0.0, "was": '))
     assert not is_done(next(u for u in plan_units(config) if u.id == "finetune/simclr/seed0/task-0-1-2"), copy)
+
+
+def test_force_into_another_config_keeps_old_units_on_disk_but_out_of_the_report(lean_study, tmp_path):
+    import csv
+
+    config, run_dir = lean_study
+    run_dir = copy_of(run_dir, tmp_path)
+    other = micro_config(*LEAN, "data.tasks=[[0,1,2]]")
+    run_study(other, run_dir, force=True)
+    assert (run_dir / "finetune/simclr/seed0/task-3-4-5/done.json").exists()  # nothing finished is deleted
+    with open(run_dir / "report/tables/accuracy.csv", newline="") as f:
+        assert {row["task"] for row in csv.DictReader(f)} == {"task-0-1-2"}

@@ -85,6 +85,18 @@ def report_settings(config: dict) -> ReportConfig:
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
 
 
+def _of_this_study(unit: rundir.UnitRecord, config: dict) -> bool:
+    """Whether ``unit`` belongs to the study's configuration. After ``--force`` into a directory of
+    another configuration, units of the old one stay on disk (nothing finished is deleted) but are
+    not this study's results. Without a study config every unit counts."""
+    tasks = {rundir.task_name(c) for c in (config.get("data") or {}).get("tasks") or []}
+    methods = set(config.get("methods") or ()) | {"random"}
+    seeds = set(config.get("seeds") or ())
+    return ((not tasks or unit.task is None or unit.task in tasks)
+            and (len(methods) == 1 or unit.method is None or unit.method in methods)
+            and (not seeds or unit.seed is None or unit.seed in seeds))
+
+
 def load_run(run_dir: str | Path) -> RunInfo:
     """Read the manifests and ``study.json`` of ``run_dir``."""
     run_dir = Path(run_dir)
@@ -92,7 +104,8 @@ def load_run(run_dir: str | Path) -> RunInfo:
     config = dict((study or {}).get("config") or {})
     units: dict[str, list[rundir.UnitRecord]] = {kind: [] for kind in KINDS}
     for unit in rundir.finished_units(run_dir):
-        units.setdefault(unit.kind, []).append(unit)
+        if _of_this_study(unit, config):
+            units.setdefault(unit.kind, []).append(unit)
     present = [u for kind in units.values() for u in kind]
     methods = order_methods({u.method for u in present if u.method}, config.get("methods") or ())
     tasks = order_tasks({u.task for u in present if u.task}, config.get("data", {}).get("tasks"))
