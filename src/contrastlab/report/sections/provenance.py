@@ -12,6 +12,14 @@ from ..faithfulness import behaviour_rows, originals_used
 from ..tables import write_table
 
 HISTORY_COLUMNS = ("start", "end", "host", "device", "device_name", "status", "units_run")
+
+
+def _device(manifest: dict) -> str:
+    """"cuda:0 (NVIDIA H200)", "cpu (AMD EPYC)", or "not recorded" (a manifest of an older version)."""
+    device, name = manifest.get("device"), manifest.get("device_name")
+    if device is None:
+        return "not recorded"
+    return f"{device} ({name})" if name else str(device)
 VERSION_KEYS = ("contrastlab", "torch", "numpy", "python", "cuda", "platform")
 
 
@@ -36,7 +44,7 @@ def stage_times(ctx: ReportContext) -> list[dict]:
         units = ctx.run.units.get(kind) or []
         if not units:
             continue
-        devices = Counter(str(u.manifest.get("device_name") or u.manifest.get("device") or "not recorded") for u in units)
+        devices = Counter(_device(u.manifest) for u in units)
         precisions = Counter(str(u.manifest.get("precision") or "not recorded") for u in units)
         rows.append({"stage": kind, "units": len(units), "seconds": round(sum(u.seconds for u in units), 1),
                      "devices": "; ".join(f"{d} ×{n}" for d, n in devices.most_common()),
