@@ -157,7 +157,7 @@ def test_html_shows_intervals_seeds_and_provenance(handmade):
     row = next(r for r in rows_of(handmade / "report/tables/accuracy.csv") if r["method"] == "simclr")
     assert f"{float(row['mean']):.2f} [{float(row['ci_low']):.2f}, {float(row['ci_high']):.2f}]" in html
     assert "over n = 3 seeds" in html and "all tasks" in html
-    assert "NVIDIA H200 ×" in html and "fp32 ×" in html and "finished" in html  # devices, precisions, run history
+    assert "(NVIDIA H200) ×" in html and "fp32 ×" in html and "finished" in html  # devices, precisions, run history
     times = rows_of(handmade / "report/tables/stage_times.csv")
     assert {r["stage"]: float(r["seconds"]) for r in times}["finetune"] == pytest.approx(2.0 * 4 * 3 * 3)
     assert html.count("<img alt=") == len(list((handmade / "report/figures").glob("*.png"))) >= 3
