@@ -12,17 +12,17 @@ Each check raises the caller's own error class (``error=``), so a user of the at
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
+from .. import precision as precision_module
 from ..errors import ContrastlabError
+from ..precision import PRECISIONS, autocast  # noqa: F401 - autocast re-exported: the analysis kernels' precision
 
 ParameterSelector = str | Sequence[str] | Callable[[str], bool]
 
-PRECISIONS = ("fp32", "bf16")
 # Selector keywords; any other string is a parameter or submodule name prefix.
 SELECTOR_KEYWORDS = ("all", "probe")
 
@@ -78,25 +78,16 @@ def check_choice(value, name: str, choices: Sequence[str], *, error: type[Except
 
 def model_device(model: nn.Module, default: torch.device | None = None, *, error: type[Exception] = AnalysisInputError) -> torch.device:
     """The device of the model's first parameter (else first buffer, else ``default``)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
+    device = precision_module.model_device(model)
+    if device is not None:
+        return device
     if default is None:
         raise error("the model has no parameters")
     return torch.device(default)
 
 
 def check_precision(precision: str, *, error: type[Exception] = AnalysisInputError) -> str:
-    return check_choice(precision, "precision", PRECISIONS, error=error)
-
-
-@contextlib.contextmanager
-def autocast(precision: str, device: torch.device) -> Iterator[None]:
-    """``"bf16"``: torch.autocast(bfloat16) on ``device``'s type; ``"fp32"``: nothing."""
-    if precision == "bf16":
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
-            yield
-    else:
-        yield
+    return check_choice(precision, "precision", PRECISIONS, error=error)  # worded like every other analysis option
 
 
 def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:

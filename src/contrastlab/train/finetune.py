@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import NonFiniteError
+from ..precision import autocast as precision_autocast, model_device
 from ..models import linear_classifier
 from ..utils.progress import progress_bar
 from .schedule import cosine_lr
@@ -35,20 +36,6 @@ SAMPLE_ORDER = "class-ordered: the samples of the task's first class in dataset 
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [0, 1], contiguous (not NHWC-strided)."""
     return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255).contiguous()
-
-
-def model_device(module: nn.Module) -> torch.device:
-    """Where ``module`` lives (its first parameter or buffer; the CPU for a module with neither)."""
-    for tensor in (*module.parameters(), *module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-def autocast_for(precision: str, device: torch.device):
-    """The autocast context of a resolved precision ("fp32": none, "bf16": bfloat16)."""
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got '{precision}'")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @torch.inference_mode()
@@ -131,8 +118,8 @@ def train_probe(
     A non-finite training loss stops with :class:`NonFiniteError`. ``reach_min_at_last``: the
     cosine schedule ends at lr·min_lr_ratio on the last epoch, as the original's (see cosine_lr).
     """
-    device = model_device(encoder)
-    autocast = autocast_for(precision, device)
+    device = model_device(encoder) or torch.device("cpu")
+    autocast = precision_autocast(precision, device)
     torch.manual_seed(seed)
     probe = linear_classifier(encoder.feature_dim, n_classes).to(device)
     y_train = torch.from_numpy(train[1]).to(device)

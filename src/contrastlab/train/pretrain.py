@@ -32,21 +32,14 @@ from ..data import ImageSet
 from ..errors import CheckpointError, NonFiniteError
 from ..models import architecture, build_encoder, linear_classifier, projection_head
 from ..objectives import get_objective
-from ..utils.io import write_csv
+from ..precision import autocast as precision_autocast
+from ..utils.io import first_line, write_csv
 from ..utils.progress import progress_bar
 from .schedule import cosine_lr
 
 log = logging.getLogger(__name__)
 
 METRIC_FIELDS = ["epoch", "lr", "loss", "images_per_s", "seconds"]
-PRECISIONS = ("fp32", "bf16")
-
-
-def autocast_context(precision: str, device: torch.device) -> torch.autocast:
-    """``"bf16"``: bfloat16 autocast on ``device``; ``"fp32"``: no autocast."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision '{precision}'; valid: {', '.join(PRECISIONS)}")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def compiled_or_eager(model: nn.Module) -> Any:
@@ -56,7 +49,7 @@ def compiled_or_eager(model: nn.Module) -> Any:
     try:
         compiled = torch.compile(model)
     except Exception as exc:  # noqa: BLE001 - any failure of the optional compiler means eager
-        log.warning("torch.compile is unavailable (%s); training eagerly", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        log.warning("torch.compile is unavailable (%s); training eagerly", first_line(exc))
         return model
     state = {"forward": compiled}
 
@@ -66,7 +59,7 @@ def compiled_or_eager(model: nn.Module) -> Any:
         except Exception as exc:  # noqa: BLE001
             if state["forward"] is model:
                 raise
-            log.warning("torch.compile failed (%s); training eagerly", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            log.warning("torch.compile failed (%s); training eagerly", first_line(exc))
             state["forward"] = model
             return model(x)
 
@@ -154,7 +147,7 @@ def pretrain(
     out_dir = Path(out_dir)
     device = torch.device(device)
     objective = get_objective(method)
-    autocast = autocast_context(precision, device)  # checks the name before any work
+    autocast = precision_autocast(precision, device)  # checks the name before any work
     n_views = views if objective.views > 1 else 1
     rank, world = dist.rank(), dist.world_size()
     is_main = rank == 0
