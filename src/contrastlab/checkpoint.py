@@ -20,7 +20,7 @@ from torch import nn
 from . import __version__
 from .errors import CheckpointError, CorruptFileError
 from .models import build_encoder
-from .utils.io import read_json_object, write_with_sidecar
+from .utils.io import first_line, read_json_object, write_with_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -82,22 +82,17 @@ def read_checkpoint(path: str | Path, check_finite: bool = True) -> tuple[dict[s
     except CorruptFileError as exc:  # names the sidecar and what is wrong with it
         raise CheckpointError(str(exc)) from None
     except OSError as exc:
-        raise CheckpointError(f"checkpoint sidecar {sidecar} is unreadable ({_first_line(exc)}); rerun the stage that writes it") from None
+        raise CheckpointError(f"checkpoint sidecar {sidecar} is unreadable ({first_line(exc)}); rerun the stage that writes it") from None
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(exc)}); rerun the stage that writes it") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt ({first_line(exc)}); rerun the stage that writes it") from None
     if check_finite:
         bad = first_non_finite(tensors)
         if bad is not None:
             raise CheckpointError(
                 f"checkpoint {path} holds NaN/inf in tensor {bad}; the file is corrupt or the run diverged: delete it to recompute")
     return tensors, meta
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def describe_architecture(arch: dict[str, Any]) -> str:

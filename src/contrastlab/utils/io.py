@@ -72,6 +72,19 @@ def _is_storage_failure(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and not isinstance(exc, ContrastlabError) and exc.errno is not None
 
 
+@contextlib.contextmanager
+def storage_errors(path: str | os.PathLike, action: str = "write", *also: Path | None,
+                   missing: bool = False) -> Iterator[None]:
+    """Turn a file-system error raised inside into :func:`storage_error` (one line naming ``path``).
+    ``missing=True`` lets FileNotFoundError through, for callers that test for a missing file."""
+    try:
+        yield
+    except OSError as exc:
+        if not _is_storage_failure(exc) or (missing and isinstance(exc, FileNotFoundError)):
+            raise
+        raise storage_error(path, exc, action, *also) from None
+
+
 def _create_temporary(path: Path) -> Path:
     """Create an empty ``.<name>.<random>.tmp`` beside ``path``. Mode 0666 before the umask (unlike
     ``tempfile.mkstemp``'s 0600), so the renamed file has the permissions of any other output."""
@@ -101,23 +114,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     the temporary is removed and a previous ``path`` is left as it was.
     """
     path = Path(path)
-    try:
+    with storage_errors(path):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except FileExistsError as exc:  # a file stands where a folder must be
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), exc.filename) from None
         tmp_path = _create_temporary(path)
-    except OSError as exc:
-        if not _is_storage_failure(exc):
-            raise
-        raise storage_error(path, exc) from None
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except OSError as exc:
-        if not _is_storage_failure(exc):
-            raise
-        raise storage_error(path, exc, "write", tmp_path) from None
+        with storage_errors(path, "write", tmp_path):
+            yield tmp_path
+            os.replace(tmp_path, path)
     finally:
         if os.path.lexists(tmp_path):
             _unlink_quietly(tmp_path)
@@ -155,7 +161,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, text)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -163,14 +170,8 @@ def _first_line(exc: BaseException) -> str:
 def _read_bytes(path: Path) -> bytes:
     """The bytes of ``path``. A missing file stays FileNotFoundError (callers test for it); any other
     failure to read is a :class:`StorageError`."""
-    try:
+    with storage_errors(path, "read", missing=True):
         return path.read_bytes()
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        if not _is_storage_failure(exc):
-            raise
-        raise storage_error(path, exc, "read") from None
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -181,7 +182,7 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(data.decode("utf-8"))
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise CorruptFileError(f"corrupt JSON in {path}: {_first_line(exc)}; delete it to recompute") from None
+        raise CorruptFileError(f"corrupt JSON in {path}: {first_line(exc)}; delete it to recompute") from None
 
 
 def read_json_object(path: str | os.PathLike, what: str = "JSON file") -> dict:
@@ -225,13 +226,9 @@ def write_with_sidecar(path: str | os.PathLike, write_data, meta: dict) -> Path:
     path = Path(path)
     sidecar = sidecar_path(path)
     text = json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n"
-    try:
+    with storage_errors(sidecar):
         if os.path.lexists(sidecar):
             sidecar.unlink()
-    except OSError as exc:
-        if not _is_storage_failure(exc):
-            raise
-        raise storage_error(sidecar, exc) from None
     with atomic_path(path) as tmp:
         write_data(tmp)
     try:
@@ -271,16 +268,10 @@ def load_array(path: str | os.PathLike, check_finite: bool = False) -> tuple[np.
     path = Path(path)
     meta = read_json_object(sidecar_path(path), "sidecar")
     try:
-        with open(path, "rb") as f:
+        with storage_errors(path, "read", missing=True), open(path, "rb") as f:
             array = np.load(f, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        if not _is_storage_failure(exc):
-            raise
-        raise storage_error(path, exc, "read") from None
     except (ValueError, EOFError) as exc:
-        raise CorruptFileError(f"corrupt array file {path}: {_first_line(exc)}; delete it to recompute") from None
+        raise CorruptFileError(f"corrupt array file {path}: {first_line(exc)}; delete it to recompute") from None
     if check_finite:
         _check_finite(array, f"array file {path}")
     return array, meta
@@ -298,24 +289,15 @@ def file_digest(path: str | os.PathLike) -> str:
     """The SHA-256 of a file's bytes (hex), read in 1 MiB chunks."""
     path = Path(path)
     digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(_CHUNK), b""):
-                digest.update(chunk)
-    except OSError as exc:
-        if not _is_storage_failure(exc):
-            raise
-        raise storage_error(path, exc, "read") from None
+    with storage_errors(path, "read"), open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
     return digest.hexdigest()
 
 
 def file_record(path: str | os.PathLike) -> dict[str, Any]:
     """``{"bytes", "mtime_ns", "sha256"}`` of a file: what a manifest records to notice a change."""
     path = Path(path)
-    try:
+    with storage_errors(path, "read"):
         stat = path.stat()
-    except OSError as exc:
-        if not _is_storage_failure(exc):
-            raise
-        raise storage_error(path, exc, "read") from None
     return {"bytes": int(stat.st_size), "mtime_ns": int(stat.st_mtime_ns), "sha256": file_digest(path)}
