@@ -9,13 +9,36 @@ from __future__ import annotations
 import torch
 
 from ...checkpoint import save_checkpoint
+from ...config import FinetuneConfig
+from ...data import ImageSet
 from ...models.normalization import input_normalization, set_input_normalization
-from ...train.finetune import SAMPLE_ORDER, extract_features, knn_accuracy, train_probe
+from ...train.finetune import SAMPLE_ORDER, ProbeRun, extract_features, knn_accuracy, train_probe
 from ...utils.io import save_array, write_csv, write_json
 from ..context import StageContext
 from ..curves import epoch_scalars
 from ..encoders import load_encoder
 from ..inputs import expected_architecture, task_sets
+
+
+def probe_settings(f: FinetuneConfig, seed: int | None, mode: str | None = None) -> dict:
+    """``train_probe``'s arguments from the finetune settings (``mode`` overrides ``f.mode``)."""
+    return {"mode": mode or f.mode, "epochs": f.epochs, "batch_size": f.batch_size, "lr": f.lr, "momentum": f.momentum,
+            "weight_decay": f.weight_decay, "min_lr_ratio": f.min_lr_ratio,
+            "reach_min_at_last": f.schedule_end == "at_min", "seed": seed or 0}
+
+
+def normalize_for_probe(encoder: torch.nn.Module, f: FinetuneConfig, task_train: ImageSet) -> None:
+    """``finetune.normalization=downstream`` (the original): probes normalize with the downstream train split's statistics."""
+    if f.normalization == "downstream":
+        set_input_normalization(encoder, task_train.mean, task_train.std)
+
+
+def probe_knn(run: ProbeRun, encoder: torch.nn.Module, task_train: ImageSet, task_val: ImageSet, k: int,
+              device: torch.device) -> float:
+    """k-NN accuracy on the frozen features (the probe's cached ones in linear mode)."""
+    features = run.features or {name: extract_features(encoder, s.images, device=device)
+                                for name, s in (("train", task_train), ("val", task_val))}
+    return knn_accuracy(features["train"], torch.from_numpy(task_train.labels), features["val"], torch.from_numpy(task_val.labels), k)
 
 
 def run(ctx: StageContext) -> None:
@@ -26,32 +49,27 @@ def run(ctx: StageContext) -> None:
     encoder, meta = load_encoder(checkpoint, expected_architecture(ctx.config.model, task_train.images.shape[-1]), mean=task_train.mean,
                                  std=task_train.std, in_channels=task_train.images.shape[-1], image_size=task_train.images.shape[1])
     ctx.manifest["encoder"] = meta["encoder"]
-    if f.normalization == "downstream":  # the original: probes normalize with the downstream train split's statistics
-        set_input_normalization(encoder, task_train.mean, task_train.std)
+    normalize_for_probe(encoder, f, task_train)
     normalization = input_normalization(encoder)
     if normalization is not None:
         normalization["source"] = f.normalization
     encoder.eval().to(ctx.device)
     analysis_set = task_train if f.analysis_split == "train" else task_val
-    probe_settings = {"mode": f.mode, "epochs": f.epochs, "batch_size": f.batch_size, "lr": f.lr, "momentum": f.momentum,
-                      "weight_decay": f.weight_decay, "min_lr_ratio": f.min_lr_ratio,
-                      "reach_min_at_last": f.schedule_end == "at_min", "seed": ctx.unit.seed or 0}
+    settings = probe_settings(f, ctx.unit.seed)
     with epoch_scalars(ctx, "probe") as on_epoch:
         run = train_probe(encoder, (task_train.images, task_train.labels), (task_val.images, task_val.labels), analysis_set.images,
                           n_classes=task_train.num_classes, precision=ctx.precision, progress=ctx.progress, on_epoch=on_epoch,
-                          **probe_settings)
-    features = run.features or {name: extract_features(encoder, s.images, device=ctx.device)
-                                for name, s in (("train", task_train), ("val", task_val))}
-    knn = knn_accuracy(features["train"], torch.from_numpy(task_train.labels), features["val"], torch.from_numpy(task_val.labels), f.knn_k)
+                          **settings)
+    knn = probe_knn(run, encoder, task_train, task_val, f.knn_k, ctx.device)
 
     common = {
-        "stage": "finetune", "method": meta.get("method"), "pretrain_seed": meta.get("seed"), "seed": probe_settings["seed"],
+        "stage": "finetune", "method": meta.get("method"), "pretrain_seed": meta.get("seed"), "seed": settings["seed"],
         "mode": f.mode, "label": "linear probe (frozen encoder)" if f.mode == "linear" else "full fine-tuning (beyond the paper)",
         "task_classes": list(classes), "task_class_names": task_train.classes, "dataset": task_train.name,
         # The input normalization the probe was trained with (analyses of the probe use the same).
         "encoder_checkpoint": str(checkpoint), "encoder": meta["encoder"], "architecture": meta.get("architecture"),
         "normalization": normalization or meta.get("normalization"),
-        "epochs": len(run.history) - 1, "settings": probe_settings, "record": ctx.record,
+        "epochs": len(run.history) - 1, "settings": settings, "record": ctx.record,
     }
     parts = {"probe": run.probe_state}
     if run.encoder_state is not None:

@@ -11,16 +11,14 @@ from __future__ import annotations
 import logging
 import time
 
-import torch
-
 from ...analysis.progress import progress
-from ...models.normalization import set_input_normalization
 from ...rundir import task_name
-from ...train.finetune import extract_features, knn_accuracy, train_probe
+from ...train.finetune import train_probe
 from ...utils.io import write_csv, write_json
 from ..context import StageContext
 from ..encoders import load_encoder
 from ..inputs import expected_architecture, task_sets
+from .finetune import normalize_for_probe, probe_knn, probe_settings
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +31,13 @@ def run(ctx: StageContext) -> None:
     task_train, task_val = task_sets(ctx.config.data, classes)
     analysis_set = task_train if f.analysis_split == "train" else task_val
     expected = expected_architecture(ctx.config.model, task_train.images.shape[-1])
-    settings = {"mode": "linear", "epochs": f.epochs, "batch_size": f.batch_size, "lr": f.lr, "momentum": f.momentum,
-                "weight_decay": f.weight_decay, "min_lr_ratio": f.min_lr_ratio, "seed": ctx.unit.seed or 0}
+    settings = probe_settings(f, ctx.unit.seed, mode="linear")
     rows = []
     checkpoints = sorted(ctx.inputs.get("checkpoint", []), key=lambda p: p.name)
     for path in checkpoints:
         started = time.perf_counter()
         encoder, meta = load_encoder(path, expected)
-        if getattr(f, "normalization", "pretrain") == "downstream":  # as the finetune stage does
-            set_input_normalization(encoder, task_train.mean, task_train.std)
+        normalize_for_probe(encoder, f, task_train)
         encoder.eval().to(ctx.device)
         run_ = train_probe(encoder, (task_train.images, task_train.labels), (task_val.images, task_val.labels), analysis_set.images,
                            n_classes=task_train.num_classes, precision=ctx.precision, **settings)
@@ -49,9 +45,7 @@ def run(ctx: StageContext) -> None:
         row = {"method": ctx.unit.method, "seed": ctx.unit.seed, "task": task_name(classes), "pretrain_epoch": int(meta["epoch"]),
                "val_accuracy": final["val_accuracy"], "train_accuracy": final["train_accuracy"]}
         if s.knn:
-            features = run_.features or {n: extract_features(encoder, x.images, device=ctx.device) for n, x in (("train", task_train), ("val", task_val))}
-            row["knn_accuracy"] = knn_accuracy(features["train"], torch.from_numpy(task_train.labels), features["val"],
-                                               torch.from_numpy(task_val.labels), f.knn_k)
+            row["knn_accuracy"] = probe_knn(run_, encoder, task_train, task_val, f.knn_k, ctx.device)
         if s.progress:
             row["t_w"] = float(progress(run_.snapshots[-1:], analysis_set.labels)[0])
         row["seconds"] = round(time.perf_counter() - started, 3)
