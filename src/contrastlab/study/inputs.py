@@ -13,6 +13,8 @@ from ..config import DataConfig, ModelConfig
 from ..data import ImageSet, load_dataset, make_task
 from ..models import architecture, build_encoder, classifier, linear_classifier
 from ..models.normalization import has_normalization, set_input_normalization
+from ..train.finetune import to_tensor
+from .encoders import load_encoder
 
 
 @functools.lru_cache(maxsize=8)
@@ -58,16 +60,13 @@ def analysis_split(d: DataConfig, classes: list[int], split: str, samples: int |
 def load_classifier(encoder_path: Path, probe_path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """Encoder + trained probe as one classifier in eval mode on ``device``, and the probe's sidecar."""
     tensors, meta = read_checkpoint(probe_path)
-    from .encoders import load_encoder
-
-    saved = meta.get("normalization") or {}
-    encoder, _ = load_encoder(encoder_path, meta.get("architecture"), mean=saved.get("mean"), std=saved.get("std"),
-                              in_channels=len(saved.get("mean") or [0, 0, 0]))
-    if any(k.startswith("encoder.") for k in tensors):  # full fine-tuning also trained the encoder
-        load_state(encoder, subset(tensors, "encoder"), probe_path, meta.get("architecture"))
     # An analysis sees the inputs the probe was trained on: the normalization its sidecar records
     # (finetune.normalization=downstream replaces the encoder's own).
     norm = meta.get("normalization") or {}
+    encoder, _ = load_encoder(encoder_path, meta.get("architecture"), mean=norm.get("mean"), std=norm.get("std"),
+                              in_channels=len(norm.get("mean") or [0, 0, 0]))
+    if any(k.startswith("encoder.") for k in tensors):  # full fine-tuning also trained the encoder
+        load_state(encoder, subset(tensors, "encoder"), probe_path, meta.get("architecture"))
     if norm.get("mean") and norm.get("std") and has_normalization(encoder):
         set_input_normalization(encoder, norm["mean"], norm["std"])
     probe = linear_classifier(encoder.feature_dim, len(meta["task_classes"]))
@@ -78,8 +77,6 @@ def load_classifier(encoder_path: Path, probe_path: Path, device: torch.device) 
 def probe_and_data(ctx, samples: int | None) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, dict]:
     """The trained classifier of an analysis unit and its analysis-split samples, all on ``ctx.device``:
     model (eval), pixels (n, C, H, W) in [0, 1], labels (n,), and the metadata every analysis records."""
-    from ..train.finetune import to_tensor
-
     model, probe_meta = load_classifier(ctx.input("encoder"), ctx.input("probe"), ctx.device)
     if probe_meta.get("encoder"):  # where the encoder came from (contrastlab, solo-learn, ...), for the manifest
         ctx.manifest["encoder"] = probe_meta["encoder"]
