@@ -119,6 +119,7 @@ def test_ctrl_c_prints_one_line_and_keeps_finished_units(tmp_path):
     assert list(out.glob("pretrain/*/seed0/done.json"))
     history = json.loads((out / "study.json").read_text())["history"]
     assert history[-1]["status"] == "interrupted" and not (out / rundir.LOCK_FILE).exists()
+    assert history[-1]["units_run"] == len(list(out.glob("**/done.json"))) >= 1
 
 
 def test_storage_errors_are_one_line(monkeypatch, capsys, tmp_path):

@@ -104,8 +104,9 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, force: bool = False, 
             status = "interrupted"
             raise
         finally:
-            if main_process:
-                end_run(run_dir, index, status, len(summary.ran))
+            if main_process:  # a cut run returns no list: count what it finished from the manifests
+                units_run = len(summary.ran) if status == "finished" else sum(is_done(u, run_dir) for u in todo)
+                end_run(run_dir, index, status, units_run)
         if build_report and main_process:
             from ..report.build import build_report as make_report
 
