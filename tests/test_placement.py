@@ -50,7 +50,7 @@ def trained_files(tmp_path_factory):
 
 @pytest.mark.parametrize("kind, module, kernel", [
     ("landscape", landscape_stage, "loss_surface"),
-    ("sharpness", sharpness_stage, "hessian_top_eigenvalues"),
+    ("sharpness", sharpness_stage, "hessian_sharpness"),
     ("robustness", robustness_stage, "robust_accuracy"),
 ])
 def test_analysis_stages_place_model_and_data_on_the_device(kind, module, kernel, trained_files, tmp_path, monkeypatch):

@@ -15,7 +15,11 @@ from torch.func import functional_call
 
 from contrastlab.analysis.checks import LandscapeInputError, parameter_mask
 from contrastlab.analysis.sharpness import (
+    EigenEstimate,
+    TraceEstimate,
     hessian_operator,
+    hessian_operators,
+    hessian_sharpness,
     hessian_top_eigenvalues,
     hessian_trace,
     lanczos_top_eigenvalues,
@@ -414,3 +418,79 @@ def test_precision_is_explicit():
     fp32 = hessian_top_eigenvalues(model, images, labels, normalization="none").values[0]
     bf16 = hessian_top_eigenvalues(model, images, labels, normalization="none", precision="bf16").values[0]
     assert isinstance(bf16, np.float64) and bf16 == pytest.approx(fp32, rel=0.1)
+
+
+# --------------------------------------------------------------------------- several normalizations over one set of graphs
+
+
+def separate_estimates(model, images, labels, normalizations, **options) -> dict:
+    """What hessian_sharpness computes, by one hessian_top_eigenvalues and one hessian_trace call per normalization."""
+    return {norm: (hessian_top_eigenvalues(model, images, labels, k=2, iters=12, tol=0.0, normalization=norm, **options),
+                   hessian_trace(model, images, labels, samples=9, normalization=norm, **options))
+            for norm in normalizations}
+
+
+@pytest.mark.parametrize("keep_graph", [True, False])
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_shared_graphs_give_the_separate_calls_numbers(dtype, rtol, keep_graph):
+    """The filter view differentiates through the raw view's graph (1-D parameters included): the
+    same numbers up to float rounding, on a model with BN γ, β and a bias and over several batches."""
+    model, (images, labels) = make_conv_bn().to(dtype), conv_batch()
+    images = images.to(dtype)
+    options = {"batch_size": 10, "keep_graph": keep_graph}
+    separate = separate_estimates(model, images, labels, ("none", "filter"), **options)
+    shared = hessian_sharpness(model, images, labels, normalizations=("none", "filter"), k=2, iters=12, tol=0.0, trace_samples=9, **options)
+    assert list(shared) == ["none", "filter"]
+    for norm, (top, trace) in shared.items():
+        assert isinstance(top, EigenEstimate) and isinstance(trace, TraceEstimate)
+        np.testing.assert_allclose(top.values, separate[norm][0].values, rtol=rtol)
+        assert top.iterations == separate[norm][0].iterations
+        assert trace.value == pytest.approx(separate[norm][1].value, rel=rtol)
+        assert trace.std_error == pytest.approx(separate[norm][1].std_error, rel=100 * rtol)
+        assert trace.matvecs == separate[norm][1].matvecs
+
+
+def test_one_normalization_through_hessian_sharpness_is_the_separate_calls_exactly():
+    model = make_mlp()
+    images, labels = make_batch()
+    for norm in ("none", "filter"):
+        separate = separate_estimates(model, images, labels, (norm,), batch_size=16)
+        (top, trace), = hessian_sharpness(model, images, labels, normalizations=norm, k=2, iters=12, tol=0.0, trace_samples=9, batch_size=16).values()
+        assert np.array_equal(top.values, separate[norm][0].values) and trace == separate[norm][1]
+
+
+@pytest.mark.parametrize("options, forwards", [({"keep_graph": True}, 3), ({}, 3), ({"keep_graph": False}, 2 * 3 * 3),
+                                               ({"graph_budget_bytes": 0}, 1 + 2 * 3 * 3)])
+def test_both_views_share_one_forward_pass_per_batch_when_the_graph_is_kept(options, forwards):
+    model, (images, labels) = make_conv_bn(), conv_batch()
+    calls = count_forwards(model)
+    vectors = {"none": torch.randn(3, 54 + 6 + 12, generator=torch.Generator().manual_seed(5), dtype=torch.float64),
+               "filter": torch.randn(3, 54 + 9, generator=torch.Generator().manual_seed(6), dtype=torch.float64)}
+    with hessian_operators(model, images, labels, batch_size=10, **options) as operators:
+        assert {norm: dim for norm, (_, dim) in operators.items()} == {"none": 72, "filter": 63}
+        products = {norm: torch.stack([operators[norm][0](v) for v in vectors[norm]]) for norm in ("filter", "none")}
+    assert calls[0] == forwards
+    for norm in products:
+        with hessian_operator(model, images, labels, batch_size=10, normalization=norm, **options) as (matvec, _):
+            torch.testing.assert_close(products[norm], torch.stack([matvec(v) for v in vectors[norm]]), rtol=1e-12, atol=1e-14)
+
+
+def test_shared_operators_restore_the_model_and_check_their_normalizations():
+    model = make_mlp()
+    images, labels = make_batch()
+    model[1].bias.requires_grad_(False)
+    model.train()
+    flags = [p.requires_grad for p in model.parameters()]
+    with hessian_operators(model, images, labels) as operators:
+        operators["filter"][0](torch.ones(operators["filter"][1]))
+        assert not model.training and all(p.requires_grad for p in model.parameters())
+    assert model.training and [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    for bad in ((), ("none", "none"), ("none", "layer")):
+        with pytest.raises(LandscapeInputError, match="normalization"):
+            with hessian_operators(model, images, labels, normalizations=bad):
+                pass
+    with pytest.raises(LandscapeInputError, match="normalization='none'"):
+        hessian_sharpness(model, images, labels, params="1.bias")
+    with pytest.raises(LandscapeInputError, match="samples"):
+        hessian_sharpness(model, images, labels, trace_samples=2)

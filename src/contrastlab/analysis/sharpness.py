@@ -21,6 +21,9 @@ samples (H·v = Σ_batches ∂/∂θ ⟨∂L_batch/∂θ, v⟩ with L_batch the 
   sketch the dominant subspace, whose trace is taken exactly, and the rest estimate the trace of
   what is left — far lower variance for Hessians with a few large eigenvalues, and exact once
   the sketch spans the parameter space.
+- :func:`hessian_sharpness`: both, for several normalizations at once, over one set of
+  first-backward graphs (:func:`contrastlab.analysis.hessian.hessian_operators`); each result
+  equals the separate calls' up to float rounding.
 
 Speed: when the graphs of the first backward pass (the gradient with ``create_graph``) of all
 batches fit ``graph_budget_bytes`` (``keep_graph=None``, measured on the first batch) they are
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -44,11 +48,12 @@ from torch import nn
 
 from ..utils.progress import progress_bar
 from .checks import LandscapeInputError, ParameterSelector, check_positive_int, model_device
-from .hessian import GRAPH_BUDGET_BYTES, SHARPNESS_NORMALIZATIONS, Matvec, hessian_operator
+from .hessian import GRAPH_BUDGET_BYTES, SHARPNESS_NORMALIZATIONS, Matvec, hessian_operator, hessian_operators
 
 __all__ = [
-    "EigenEstimate", "GRAPH_BUDGET_BYTES", "SHARPNESS_NORMALIZATIONS", "TRACE_METHODS", "TraceEstimate", "hessian_operator",
-    "hessian_top_eigenvalues", "hessian_trace", "lanczos_top_eigenvalues", "stochastic_trace",
+    "EigenEstimate", "GRAPH_BUDGET_BYTES", "SHARPNESS_NORMALIZATIONS", "Sharpness", "TRACE_METHODS", "TraceEstimate",
+    "hessian_operator", "hessian_operators", "hessian_sharpness", "hessian_top_eigenvalues", "hessian_trace",
+    "lanczos_top_eigenvalues", "stochastic_trace",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,6 +81,13 @@ class EigenEstimate:
     iterations: int
     tol: float
     converged: bool
+
+
+class Sharpness(NamedTuple):
+    """The top eigenvalues and the trace estimate of one normalization's Hessian."""
+
+    top: EigenEstimate
+    trace: TraceEstimate
 
 
 # --------------------------------------------------------------------------- kernels on any symmetric operator
@@ -166,6 +178,15 @@ def _ritz_values(alphas: list[float], betas: list[float]) -> np.ndarray:
     return np.linalg.eigvalsh(tridiagonal)[::-1]
 
 
+def _check_trace_options(samples: int, method: str) -> int:
+    """``samples`` as an int, after checking it suits ``method``."""
+    if method not in TRACE_METHODS:
+        raise LandscapeInputError(f"method must be one of {', '.join(TRACE_METHODS)}, got '{method}'")
+    if int(samples) != samples or samples < (3 if method == "hutch++" else 1):
+        raise LandscapeInputError(f"samples must be an integer >= {3 if method == 'hutch++' else 1} for {method}, got {samples}")
+    return int(samples)
+
+
 def stochastic_trace(
     matvec: Matvec,
     dim: int,
@@ -183,11 +204,7 @@ def stochastic_trace(
     tr A ≈ tr(QᵀAQ) + mean_i gᵢᵀ(I−QQᵀ)A(I−QQᵀ)gᵢ over the remaining samples − 2s probes gᵢ;
     std_error is that of the second term. Exact (up to rounding) once s ≥ dim.
     """
-    if method not in TRACE_METHODS:
-        raise LandscapeInputError(f"method must be one of {', '.join(TRACE_METHODS)}, got '{method}'")
-    if int(samples) != samples or samples < (3 if method == "hutch++" else 1):
-        raise LandscapeInputError(f"samples must be an integer >= {3 if method == 'hutch++' else 1} for {method}, got {samples}")
-    samples = int(samples)
+    samples = _check_trace_options(samples, method)
     device = torch.device(device)
     generator = torch.Generator().manual_seed(int(seed))
 
@@ -286,3 +303,44 @@ def hessian_trace(
     with hessian_operator(model, images, labels, params, batch_size, normalization=normalization, precision=precision,
                           keep_graph=keep_graph, graph_budget_bytes=graph_budget_bytes) as (matvec, dim):
         return stochastic_trace(matvec, dim, samples, seed, method, _operator_dtype(model), model_device(model), progress)
+
+
+def hessian_sharpness(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    normalizations: str | Sequence[str] = ("none", "filter"),
+    k: int = 1,
+    iters: int = 30,
+    tol: float = 1e-6,
+    trace_samples: int = 60,
+    trace_method: str = "hutch++",
+    seed: int = 0,
+    params: ParameterSelector = "all",
+    batch_size: int = 256,
+    precision: str = "fp32",
+    keep_graph: bool | None = None,
+    graph_budget_bytes: int = GRAPH_BUDGET_BYTES,
+    progress: bool = False,
+) -> dict[str, Sharpness]:
+    """Top eigenvalues and trace of the loss Hessian for each normalization: ``{normalization: Sharpness(top, trace)}``.
+
+    Per normalization, in the order given, ``top`` is :func:`hessian_top_eigenvalues` (``k``,
+    ``iters``, ``tol``) and ``trace`` is :func:`hessian_trace` (``trace_samples`` products,
+    ``trace_method``), both seeded with ``seed``; the same numbers up to float rounding, but
+    all of them use one set of first-backward graphs (built once when kept; see
+    :func:`contrastlab.analysis.hessian.hessian_operators`) instead of one per call. Other
+    options as in :func:`hessian_top_eigenvalues`.
+    """
+    trace_samples = _check_trace_options(trace_samples, trace_method)  # before any Lanczos step is spent
+    dtype, device = _operator_dtype(model), model_device(model)
+    with hessian_operators(model, images, labels, params, batch_size, normalizations=normalizations, precision=precision,
+                           keep_graph=keep_graph, graph_budget_bytes=graph_budget_bytes) as operators:
+        return {
+            normalization: Sharpness(
+                lanczos_top_eigenvalues(matvec, dim, k, iters, seed, dtype, device, progress, tol=tol),
+                stochastic_trace(matvec, dim, trace_samples, seed, trace_method, dtype, device, progress),
+            )
+            for normalization, (matvec, dim) in operators.items()
+        }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...analysis.sharpness import hessian_top_eigenvalues, hessian_trace
+from ...analysis.sharpness import hessian_sharpness
 from ...utils.io import write_json
 from ..context import StageContext
 from ..inputs import probe_and_data
@@ -12,15 +12,15 @@ from .landscape import PARAMETER_SUBSETS
 def run(ctx: StageContext) -> None:
     s = ctx.settings
     model, images, labels, meta = probe_and_data(ctx, s.samples)
-    params = PARAMETER_SUBSETS[s.params]
     result = {**meta, "kind": "sharpness", "params": s.params, "precision": ctx.precision}
     # The raw Hessian always (the original's number); the filter-normalized one, S H S, when asked:
     # BatchNorm makes each filter scale-free, so raw curvature also measures weight norms.
-    for normalization in ("none", "filter") if s.normalization == "filter" else ("none",):
-        common = dict(seed=s.seed, params=params, normalization=normalization, precision=ctx.precision, progress=ctx.progress,
-                      batch_size=ctx.batch_size(s.batch_size, cpu=256, gpu=512))
-        top = hessian_top_eigenvalues(model, images, labels, k=s.top_k, iters=s.iters, tol=s.tol, **common)
-        trace = hessian_trace(model, images, labels, samples=s.trace_samples, **common)
+    # One call, so both normalizations share the Hessian's first-backward graphs.
+    estimates = hessian_sharpness(
+        model, images, labels, normalizations=("none", "filter") if s.normalization == "filter" else ("none",),
+        k=s.top_k, iters=s.iters, tol=s.tol, trace_samples=s.trace_samples, seed=s.seed, params=PARAMETER_SUBSETS[s.params],
+        batch_size=ctx.batch_size(s.batch_size, cpu=256, gpu=512), precision=ctx.precision, progress=ctx.progress)
+    for normalization, (top, trace) in estimates.items():
         values = {"top_eigenvalues": [float(v) for v in top.values], "lanczos_steps": int(top.iterations), "lanczos_tol": top.tol,
                   "lanczos_converged": bool(top.converged),
                   "trace": float(trace.value), "trace_std_error": float(trace.std_error), "hessian_vector_products": int(trace.matvecs)}
