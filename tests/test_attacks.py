@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import numpy as np
@@ -16,10 +17,12 @@ from contrastlab.analysis.attacks import (
     RobustnessCurve,
     fgsm,
     find_normalization,
+    input_gradient,
     pgd,
     robust_accuracy,
 )
 from contrastlab.models import classifier, linear_classifier, tiny_cnn
+from contrastlab.models.batchnorm import fold_batchnorm, folded_to_channels_last
 from contrastlab.registry import UnknownNameError
 
 MEAN = [0.5, 0.4, 0.3]
@@ -357,3 +360,96 @@ def test_a_batchnorm_folded_sweep_equals_the_plain_one():
         plain = robust_accuracy(model, images, labels, eps, attack=attack, fold_bn=False, **kwargs)
         np.testing.assert_array_equal(folded.accuracy, plain.accuracy)
         np.testing.assert_allclose(folded.loss, plain.loss, rtol=1e-9)
+
+
+# --------------------------------------------------------------------------- the sweep against a per-(ε, batch) loop
+
+
+def _reference_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps_values, attack_name: str, batch_size: int,
+                     fold_bn: bool, channels_last: bool, **kwargs) -> tuple[list[float], list[float]]:
+    """The straightforward sweep: ε outer, batches inner, one fgsm/pgd call per (ε, batch),
+    an int seed as one fresh generator per ε shared by the batches in order; the same model
+    view and memory format as robust_accuracy's, so the numbers can agree bit for bit."""
+    seed = kwargs.pop("seed", None)
+    if kwargs.get("space") == "normalized":
+        kwargs["normalization"] = find_normalization(model)
+    evaluated = fold_batchnorm(model)[0] if fold_bn else model
+    if channels_last:
+        folded_to_channels_last(evaluated)
+        images = images.contiguous(memory_format=torch.channels_last)
+    accuracy, loss = [], []
+    for eps in eps_values:
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        correct, total = 0, 0.0
+        for start in range(0, images.shape[0], batch_size):
+            x, y = images[start : start + batch_size], labels[start : start + batch_size]
+            if eps > 0:
+                x = fgsm(evaluated, x, y, eps, **kwargs) if attack_name == "fgsm" else pgd(evaluated, x, y, eps, seed=generator, **kwargs)
+            with torch.no_grad():
+                logits = evaluated(x)
+            total += F.cross_entropy(logits.double(), y, reduction="sum").item()
+            correct += int((logits.argmax(1) == y).sum())
+        accuracy.append(correct / images.shape[0])
+        loss.append(total / images.shape[0])
+    return accuracy, loss
+
+
+def _model_with_running_statistics() -> nn.Module:
+    """make_classifier with BN running statistics away from (0, 1), so folding changes the weights."""
+    model = make_classifier()
+    generator = torch.Generator().manual_seed(5)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(0.1 * torch.randn(module.running_mean.shape, generator=generator))
+            module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=generator))
+    return model.eval()
+
+
+@pytest.mark.parametrize("fold_bn, channels_last", [(True, True), (True, False), (False, False), (False, True)])
+@pytest.mark.parametrize("space", ["pixel", "normalized"])
+@pytest.mark.parametrize("name, kwargs", [("fgsm", {}), ("pgd", {"steps": 2, "seed": 4})])
+def test_the_sweep_equals_a_per_eps_and_batch_loop_bit_for_bit(name, kwargs, space, fold_bn, channels_last):
+    """FGSM reuses a batch's gradient across ε; the curve is still the per-(ε, batch) loop's, exactly."""
+    model = _model_with_running_statistics()
+    images, labels = make_batch(13)
+    eps_values = [2 / 255, 0.0, 8 / 255, 0.3]  # ε = 0 in the middle; three batches, the last one short
+    curve = robust_accuracy(model, images, labels, eps_values, attack=name, batch_size=5, fold_bn=fold_bn, channels_last=channels_last,
+                            space=space, **kwargs)
+    accuracy, loss = _reference_sweep(model, images, labels, eps_values, name, 5, fold_bn, channels_last, space=space, **kwargs)
+    np.testing.assert_array_equal(curve.accuracy, accuracy)
+    np.testing.assert_array_equal(curve.loss, loss)
+    assert len(set(loss)) == len(loss)  # every ε attacked something
+
+
+def test_fgsm_sweep_takes_one_gradient_per_batch_and_advances_per_eps_and_batch(monkeypatch):
+    import contrastlab.analysis.attacks as attacks_module
+
+    calls, bars = [], []
+    original = attacks_module.input_gradient
+    monkeypatch.setattr(attacks_module, "input_gradient", lambda *args, **kw: calls.append(1) or original(*args, **kw))
+
+    @contextlib.contextmanager
+    def spy_bar(total, description, enabled=False):
+        bars.append([total, 0])
+        yield lambda n=1: bars[-1].__setitem__(1, bars[-1][1] + n)
+
+    monkeypatch.setattr(attacks_module, "progress_bar", spy_bar)
+    model = make_classifier()
+    images, labels = make_batch(13)
+    robust_accuracy(model, images, labels, [0.0, 1 / 255, 4 / 255, 8 / 255], batch_size=5)
+    assert len(calls) == 3  # one per batch, not one per (ε, batch)
+    assert bars == [[12, 12]]
+    robust_accuracy(model, images, labels, [0.0], batch_size=5)
+    assert len(calls) == 3  # ε = 0 alone needs no gradient
+    with pytest.raises(AttackInputError, match="no seed"):
+        robust_accuracy(model, images, labels, [1 / 255], seed=0)
+
+
+def test_fgsm_with_a_given_gradient_equals_fgsm():
+    model = make_classifier().eval()
+    images, labels = make_batch()
+    gradient = input_gradient(model, images, labels)
+    for space in ("pixel", "normalized"):
+        assert torch.equal(fgsm(model, images, labels, 3 / 255, space=space, gradient=gradient), fgsm(model, images, labels, 3 / 255, space=space))
+    with pytest.raises(AttackInputError, match="gradient of shape"):
+        fgsm(model, images, labels, 3 / 255, gradient=gradient[:-1])

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import eval_mode
-from ..models.batchnorm import fold_batchnorm
+from ..models.batchnorm import fold_batchnorm, folded_to_channels_last
 from ..registry import lookup
 from ..utils.progress import progress_bar
 from .checks import AnalysisInputError, at_least_fp32, autocast, check_batch, check_label_range, check_positive_int, check_precision, model_device
@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 SPACES = ("pixel", "normalized")
 # robust_accuracy attacks a BN-folded view of the model by default (see its docstring).
 FOLD_BN_DEFAULT = True
+# ... in channels_last: 1.3x less CPU time for the quick preset's three sweeps on a width-8 ResNet-18
+# (one thread; FGSM, PGD-5 and FGSM in normalized space: 2.35 s -> 1.78 s), same curves up to float
+# rounding. Measured on the CPU only; on a GPU it is the landscape's choice, not a measured one.
+CHANNELS_LAST_DEFAULT = True
 
 
 class AttackInputError(AnalysisInputError):
@@ -165,6 +169,7 @@ def fgsm(
     space: str = "pixel",
     normalization: tuple[torch.Tensor | Sequence[float], torch.Tensor | Sequence[float]] | None = None,
     precision: str = "fp32",
+    gradient: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fast gradient sign method: images (B, ...) in [0, 1], labels (B,) -> adversarial images (B, ...).
 
@@ -175,7 +180,9 @@ def fgsm(
     std)`` (per-channel sequences or tensors broadcastable to the images) overrides the
     buffers found by :func:`find_normalization`. The batch is moved to the model's device (its
     first parameter's), where the result is returned; ``precision`` "fp32" | "bf16" (autocast of
-    the forward pass, see :func:`input_gradient`).
+    the forward pass, see :func:`input_gradient`). ``gradient``: :func:`input_gradient` at these
+    images, labels and precision (B, ...) if already at hand — it depends on neither ε nor the
+    space, so a sweep over ε takes it once per batch.
     """
     eps = _check_eps(eps)
     _check_batch(images, labels)
@@ -185,7 +192,10 @@ def fgsm(
         budget, clamp = _budget_and_bounds(model, images, eps, space, normalization)
         if eps == 0:
             return images.detach().clone()
-        gradient = input_gradient(model, images, labels, precision)
+        if gradient is None:
+            gradient = input_gradient(model, images, labels, precision)
+        elif gradient.shape != images.shape:
+            raise AttackInputError(f"gradient of shape {tuple(gradient.shape)} does not match images {tuple(images.shape)}")
     adversarial = images.detach() + budget * gradient.sign()
     return adversarial.clamp(0, 1) if clamp else adversarial
 
@@ -249,6 +259,32 @@ ATTACKS: dict[str, Callable[..., torch.Tensor]] = {"fgsm": fgsm, "pgd": pgd}
 
 # --------------------------------------------------------------------------- curves
 
+# () -> the sweep's (images, labels) batches on the model's device, in order.
+Batches = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+# (ε index, attacked batch, its labels), one per (ε, batch) of a sweep.
+SweepInputs = Iterator[tuple[int, torch.Tensor, torch.Tensor]]
+
+
+def _fgsm_inputs(model: nn.Module, batches: Batches, eps_array: np.ndarray, kwargs: dict[str, Any]) -> SweepInputs:
+    """FGSM's (ε, batch) inputs, batches outer: its gradient is taken at the clean images, so one
+    gradient per batch serves every ε of the sweep (in normalized space too: the same sign, ε·std)."""
+    for x, y in batches():
+        gradient = None
+        for i, eps in enumerate(eps_array):
+            if eps > 0 and gradient is None:
+                gradient = input_gradient(model, x, y, kwargs["precision"])
+            yield i, (fgsm(model, x, y, float(eps), gradient=gradient, **kwargs) if eps > 0 else x), y
+
+
+def _attack_inputs(attack_fn: Callable[..., torch.Tensor], model: nn.Module, batches: Batches, eps_array: np.ndarray,
+                   kwargs: dict[str, Any], seed: int | torch.Generator | None, device: torch.device) -> SweepInputs:
+    """Any attack's (ε, batch) inputs, ε outer: an int ``seed`` is one fresh generator per ε that
+    the batches share in order; a generator (or None: torch's global one) draws in this order."""
+    for i, eps in enumerate(eps_array):
+        eps_kwargs = kwargs if seed is None else dict(kwargs, seed=_generator(seed, device))
+        for x, y in batches():
+            yield i, (attack_fn(model, x, y, float(eps), **eps_kwargs) if eps > 0 else x), y
+
 
 def robust_accuracy(
     model: nn.Module,
@@ -260,6 +296,7 @@ def robust_accuracy(
     *,
     precision: str = "fp32",
     fold_bn: bool = FOLD_BN_DEFAULT,
+    channels_last: bool = CHANNELS_LAST_DEFAULT,
     progress: bool = False,
     **attack_kwargs: Any,
 ) -> RobustnessCurve:
@@ -274,7 +311,12 @@ def robust_accuracy(
     "bf16": autocast of every forward pass; losses are accumulated in float64.
     ``fold_bn``: attack and evaluate a view of the model with every conv→BatchNorm pair folded
     into one convolution (the same function in eval mode, so the same input gradients up to
-    float rounding; one pass over each activation map less).
+    float rounding; one pass over each activation map less). ``channels_last``: the folded
+    convolutions' weights (the view's own; ``model`` is never changed) and 4-D batches in
+    channels_last memory format, which oneDNN's convolutions run faster (rounding differs from
+    NCHW, the math does not). FGSM takes one input gradient per batch for the whole sweep (it
+    does not depend on ε); the curve equals attacking each (ε, batch) of the same view and
+    batches with :func:`fgsm` bit for bit.
     """
     attack_fn = lookup(ATTACKS, attack, "attack")
     eps_array = np.asarray(eps_values.detach().cpu() if torch.is_tensor(eps_values) else eps_values, dtype=np.float64).reshape(-1)
@@ -287,31 +329,40 @@ def robust_accuracy(
     check_precision(precision, error=AttackInputError)
     device = model_device(model, default=images.device)
     seed = attack_kwargs.pop("seed", None)
+    if seed is not None and attack_fn is fgsm:
+        raise AttackInputError("fgsm draws no random numbers: it takes no seed")
     if attack_kwargs.get("space") == "normalized" and attack_kwargs.get("normalization") is None:
         attack_kwargs["normalization"] = find_normalization(model)  # before folding hides the buffers' owner
+    kwargs = dict(attack_kwargs, precision=precision)
 
     n = images.shape[0]
     starts = range(0, n, batch_size)
-    accuracy = np.zeros(len(eps_array))
-    loss = np.zeros(len(eps_array))
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in starts:
+            x = images[start : start + batch_size].to(device)
+            if channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, labels[start : start + batch_size].to(device)
+
+    correct = np.zeros(len(eps_array), dtype=np.int64)
+    total_loss = np.zeros(len(eps_array))
     with eval_mode(model), progress_bar(len(eps_array) * len(starts), f"{attack} sweep", progress) as advance:
         evaluated = fold_batchnorm(model)[0] if fold_bn else model
-        for i, eps in enumerate(eps_array):
-            kwargs = dict(attack_kwargs, precision=precision)
-            if seed is not None:
-                kwargs["seed"] = _generator(seed, device)
-            correct, total_loss = 0, 0.0
-            for start in starts:
-                x = images[start : start + batch_size].to(device)
-                y = labels[start : start + batch_size].to(device)
-                if eps > 0:
-                    x = attack_fn(evaluated, x, y, float(eps), **kwargs)
-                with torch.no_grad(), autocast(precision, device):
-                    logits = evaluated(x)
-                _check_label_range(y, logits)
-                total_loss += F.cross_entropy(logits.double(), y, reduction="sum").item()
-                correct += int((logits.argmax(1) == y).sum())
-                advance(1)
-            accuracy[i], loss[i] = correct / n, total_loss / n
-            log.debug("%s eps=%.5f accuracy=%.4f loss=%.4f", attack, eps, accuracy[i], loss[i])
+        if channels_last:
+            folded_to_channels_last(evaluated)
+        if attack_fn is fgsm:
+            inputs = _fgsm_inputs(evaluated, batches, eps_array, kwargs)
+        else:
+            inputs = _attack_inputs(attack_fn, evaluated, batches, eps_array, kwargs, seed, device)
+        for i, x, y in inputs:
+            with torch.no_grad(), autocast(precision, device):
+                logits = evaluated(x)
+            _check_label_range(y, logits)
+            total_loss[i] += F.cross_entropy(logits.double(), y, reduction="sum").item()
+            correct[i] += int((logits.argmax(1) == y).sum())
+            advance(1)
+    accuracy, loss = correct / n, total_loss / n
+    for eps, acc, value in zip(eps_array, accuracy, loss):
+        log.debug("%s eps=%.5f accuracy=%.4f loss=%.4f", attack, eps, acc, value)
     return RobustnessCurve(eps=eps_array, accuracy=accuracy, loss=loss)

@@ -7,12 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...analysis.attacks import robust_accuracy
+from ...analysis.attacks import SPACES, robust_accuracy
 from ...config import RobustnessConfig
 from ...utils.io import write_csv, write_json
 from ..context import StageContext
-
-SPACES = ("pixel", "normalized")
 from ..inputs import probe_and_data
 
 
