@@ -90,7 +90,7 @@ def test_finetune_stage_writes_snapshots_with_sidecar(tmp_path):
     assert set(result["seconds"]) == {"features", "training"} and min(result["seconds"].values()) >= 0
     assert (out / "history.csv").read_text().count("\n") == 6
     manifest = read_json(out / "done.json")
-    assert manifest["kind"] == "finetune" and manifest["device"] == "cpu" and manifest["precision"] == "fp32"
+    assert manifest["kind"] == "finetune" and manifest["device"] == "cpu" and manifest["precision"] == "fp32" and manifest["threads"] >= 1
     assert set(manifest["files"]) >= {"probe.safetensors", "snapshots.npy", "result.json", "history.csv"}
     # k-NN reuses the probe's cached features; it must equal k-NN on freshly extracted ones.
     encoder = encoder_from_checkpoint(ckpt)[0]

@@ -51,7 +51,16 @@ def test_plan_has_the_new_units(micro_config):
     # trajectory: 2 methods x 1 seed x 2 tasks; alignment: 3 encoders (random too); representation: 2 tasks
     assert (kinds.count("trajectory"), kinds.count("alignment"), kinds.count("representation")) == (4, 3, 2)
     trajectory = next(u for u in units if u.kind == "trajectory")
-    assert [p for _, p in trajectory.inputs] == [f"pretrain/simclr/seed0/checkpoints/epoch_{e:04d}.safetensors" for e in (0, 1, 2)]
+    assert [p for r, p in trajectory.inputs if r == "checkpoint"] == [f"pretrain/simclr/seed0/checkpoints/epoch_{e:04d}.safetensors"
+                                                                       for e in (0, 1, 2)]
+    # the probes it may read instead of fitting: the final encoder's and the random init's, each with the encoder it probed
+    reuse = ["finetune/simclr/seed0/task-0-1-2", "finetune/random/seed0/task-0-1-2"]
+    assert trajectory.deps == ("pretrain/simclr/seed0", *reuse)
+    assert [p for r, p in trajectory.inputs if r == "finetune"] == [f"{u}/result.json" for u in reuse]
+    assert [p for r, p in trajectory.inputs if r == "finetune_encoder"] == [f"pretrain/{m}/seed0/encoder.safetensors" for m in ("simclr", "random")]
+    # without the random baseline only the method's own probe; its key follows the probes it may read
+    alone = next(u for u in plan_units(load_config("quick", MICRO_STUDY + ["random_init_baseline=false"])) if u.id == trajectory.id)
+    assert alone.deps == ("pretrain/simclr/seed0", reuse[0]) and alone.key != trajectory.key
     representation = next(u for u in units if u.kind == "representation")
     assert len(representation.inputs) == 3 and set(representation.deps) == {u.id for u in plan_units(micro_config) if u.kind == "pretrain"}
     off = load_config("quick", MICRO_STUDY + ["analysis.pretraining_trajectory.enabled=false", "analysis.representation.enabled=false"])
@@ -85,6 +94,70 @@ def test_trajectory_rows_and_their_last_epoch_is_the_probe(finished_study):
             assert float(rows[-1]["t_w"]) == pytest.approx(float(progress[-1]["t_w"]), abs=1e-5)
         manifest = json.loads((run_dir / f"analysis/trajectory/{method}/seed0/task-0-1-2/done.json").read_text())
         assert manifest["kind"] == "trajectory" and set(manifest["files"]) == {"trajectory.csv", "trajectory.json"}
+
+
+TRAJECTORY = "analysis/trajectory/simclr/seed0/task-0-1-2"
+
+
+def trajectory_again(config, run_dir, out, *, reuse=True, checkpoints=None):
+    """Run the stage of TRAJECTORY once more into ``out`` (reading ``run_dir``, which stays untouched):
+    without its finetune inputs when not ``reuse``; ``checkpoints`` replace its checkpoint inputs."""
+    from dataclasses import replace
+
+    from contrastlab.study.context import unit_context
+    from contrastlab.study.units import run_stage
+
+    unit = next(u for u in plan_units(config) if u.id == TRAJECTORY)
+    inputs = [(r, p) for r, p in unit.inputs if r != "checkpoint" and reuse]
+    inputs += [("checkpoint", str(p)) for p in checkpoints] if checkpoints else [(r, p) for r, p in unit.inputs if r == "checkpoint"]
+    out.mkdir(parents=True)
+    run_stage(unit_context(replace(unit, inputs=tuple(inputs)), config, run_dir, out))
+    return rows_of(out / "trajectory.csv"), json.loads((out / "trajectory.json").read_text())
+
+
+def numbers(rows):
+    return [{k: float(v) for k, v in r.items() if k not in ("method", "task", "seconds")} for r in rows]
+
+
+def test_trajectory_reads_the_finetune_probes_and_they_equal_a_fit(finished_study, micro_config, tmp_path):
+    run_dir = finished_study
+    reused = json.loads((run_dir / TRAJECTORY / "trajectory.json").read_text())["reused"]
+    # epoch 0 is the random init (same seed), epoch 2 the final encoder: only epoch 1 was fitted
+    assert [(r["pretrain_epoch"], r["unit"]) for r in reused] == [(0, "finetune/random/seed0/task-0-1-2"),
+                                                                    (2, "finetune/simclr/seed0/task-0-1-2")]
+    assert [r["unit_key"] for r in reused] == [json.loads((run_dir / r["unit"] / "done.json").read_text())["key"] for r in reused]
+    fitted, meta = trajectory_again(micro_config, run_dir, tmp_path / "fitted", reuse=False)
+    assert meta["reused"] == []
+    got, want = numbers(rows_of(run_dir / TRAJECTORY / "trajectory.csv")), numbers(fitted)
+    assert [r.keys() for r in got] == [r.keys() for r in want] and {"knn_accuracy", "t_w"} <= set(got[0])
+    for a, b in zip(got, want):
+        for column in a:
+            assert a[column] == pytest.approx(b[column], abs=1e-12, rel=0), column
+
+
+def test_trajectory_fits_when_the_checkpoint_is_not_the_probed_encoder(finished_study, micro_config, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run_dir = finished_study
+    checkpoints = sorted((run_dir / "pretrain/simclr/seed0/checkpoints").glob("epoch_*.safetensors"))
+    # the last checkpoint with one encoder tensor moved by 1e-6: no longer the final encoder the finetune unit probed
+    changed = tmp_path / "checkpoints" / checkpoints[-1].name
+    changed.parent.mkdir()
+    tensors = load_file(checkpoints[-1])
+    name = next(k for k, v in tensors.items() if k.startswith("encoder.") and v.is_floating_point() and v.ndim > 1)
+    tensors[name] = tensors[name] + 1e-6
+    save_file(tensors, changed)
+    shutil.copy(checkpoints[-1].with_suffix(".json"), changed.with_suffix(".json"))
+    rows, meta = trajectory_again(micro_config, run_dir, tmp_path / "changed", checkpoints=[*checkpoints[:-1], changed])
+    assert [r["pretrain_epoch"] for r in meta["reused"]] == [0]  # the random init still is epoch 0's encoder
+    assert [int(r["pretrain_epoch"]) for r in rows] == [0, 1, 2]
+    assert float(rows[-1]["t_w"]) != float(rows_of(run_dir / TRAJECTORY / "trajectory.csv")[-1]["t_w"])  # its own probe's
+    # other probe settings than the finetune units': nothing is read
+    other = load_config("quick", MICRO_STUDY + ["finetune.lr=0.05"])
+    _, meta = trajectory_again(other, run_dir, tmp_path / "other")
+    assert meta["reused"] == []
 
 
 def test_cka_matrix_and_alignment(finished_study):

@@ -74,9 +74,9 @@ class StageContext:
         return cpu if self.device.type == "cpu" else gpu
 
     def execution(self) -> dict[str, Any]:
-        """Where and how the unit computed, for its manifest."""
+        """Where and how the unit computed, for its manifest (CPU results also depend on the thread count)."""
         return {"device": str(self.device), "device_name": device_name(self.device), "precision": self.precision,
-                "tf32": enable_tf32(self.device)}
+                "tf32": self.device.type == "cuda", "threads": torch.get_num_threads()}
 
 
 SECTIONS = {  # unit kind -> its config section
@@ -96,6 +96,7 @@ def unit_context(unit: Unit, config: StudyConfig, run_dir: Path, folder: Path, p
                  device: torch.device | None = None) -> StageContext:
     """The context of a study unit: inputs from its upstream units' folders, device and precision resolved."""
     device = resolve_device(config.device) if device is None else device
+    enable_tf32(device)  # before the stage computes anything, as its manifest will say
     inputs: dict[str, list[Path]] = {}
     for role, relative in unit.inputs:
         inputs.setdefault(role, []).append(run_dir / relative)

@@ -31,7 +31,7 @@ class Unit:
     seed: int | None = None
     task: int | None = None  # index into config.data.tasks
     deps: tuple[str, ...] = field(default=())
-    # Files of upstream units this unit reads, by role ("encoder", "probe", "snapshots"), relative to the run directory.
+    # Files of upstream units this unit reads, by role ("encoder", "probe", "snapshots", ...), relative to the run directory.
     inputs: tuple[tuple[str, str], ...] = field(default=())
 
     def folder(self, run_dir: Path) -> Path:
@@ -88,27 +88,37 @@ def plan_units(config: StudyConfig) -> list[Unit]:
             key = config_hash({"finetune": finetune_keys[t], "geometry": to_dict(config.analysis.geometry), "execution": execution})
             units.append(Unit("geometry", unit_id("geometry", classes=classes), key, task=t, deps=tuple(finetune_ids[t]),
                               inputs=tuple(("snapshots", f"{i}/snapshots.npy") for i in finetune_ids[t])))
-    units += representation_units(config, [u for u in units if u.kind == "pretrain"], pretrain_data, downstream_data, execution)
+    units += representation_units(config, units, pretrain_data, downstream_data, execution)
     return units
 
 
-def representation_units(config: StudyConfig, pretrains: list[Unit], pretrain_data: dict, downstream_data: dict,
+def representation_units(config: StudyConfig, planned: list[Unit], pretrain_data: dict, downstream_data: dict,
                          execution: dict) -> list[Unit]:
     """Beyond the paper: probes along pretraining ("trajectory", per method, seed and task), CKA between
-    every encoder of a task ("representation"), alignment / uniformity / rank per encoder ("alignment")."""
+    every encoder of a task ("representation"), alignment / uniformity / rank per encoder ("alignment").
+    ``planned``: the pretrain and finetune units planned so far."""
     from ..config_checks import trajectory_epochs
 
     a, p, units = config.analysis, config.pretrain, []
+    pretrains = [u for u in planned if u.kind == "pretrain"]
+    finetunes = {(u.method, u.seed, u.task): u for u in planned if u.kind == "finetune"}
     trajectory = a.pretraining_trajectory
     epochs = trajectory_epochs(config)
     for pre in pretrains:
         if trajectory.enabled and pre.method != RANDOM:
             checkpoints = tuple(("checkpoint", f"{pre.id}/checkpoints/epoch_{e:04d}.safetensors") for e in epochs)
             for t, classes in enumerate(config.data.tasks):
+                # Linear probes the finetune units fitted already (final encoder; random init = epoch 0), which the
+                # stage reads instead of refitting when their encoder is the checkpoint's: it runs after them.
+                reusable = [u for u in (finetunes.get((pre.method, pre.seed, t)), finetunes.get((RANDOM, pre.seed, t)))
+                            if u is not None and config.finetune.mode == "linear"]
+                reuse = tuple(pair for u in reusable
+                              for pair in (("finetune", f"{u.id}/result.json"), ("finetune_encoder", dict(u.inputs)["encoder"])))
                 key = config_hash({"pretrain": pre.key, "data": downstream_data, "finetune": to_dict(config.finetune), "classes": classes,
-                                   "trajectory": to_dict(trajectory), "epochs": epochs, "execution": execution})
+                                   "trajectory": to_dict(trajectory), "epochs": epochs, "execution": execution,
+                                   "reuses": [u.key for u in reusable]})
                 units.append(Unit("trajectory", unit_id("trajectory", pre.method, pre.seed, classes), key, pre.method, pre.seed, t,
-                                  (pre.id,), checkpoints))
+                                  (pre.id, *(u.id for u in reusable)), checkpoints + reuse))
         if a.representation.enabled:
             settings = {k: to_dict(a.representation)[k] for k in ("pairs", "seed")}
             key = config_hash({"pretrain": pre.key, "data": pretrain_data, "augmentation": p.crop_scale_min, "alignment": settings,
