@@ -1,6 +1,7 @@
 """The report reads a run directory only through its manifests: hand-made run directories with known
 numbers, a run directory of an older version, a single finetune folder, and many tasks."""
 
+import base64
 import csv
 import json
 import math
@@ -92,7 +93,7 @@ def make_run(run_dir: Path, tasks, methods=METHODS, seeds=(0, 1, 2), config_extr
 @pytest.fixture(scope="module")
 def handmade(tmp_path_factory):
     run_dir = make_run(tmp_path_factory.mktemp("run"), tasks=[[0, 1], [2, 3], [4, 5]])
-    build_report(run_dir)
+    build_report(run_dir, workers=2)  # figures rendered by worker processes
     return run_dir
 
 
@@ -161,6 +162,14 @@ def test_html_shows_intervals_seeds_and_provenance(handmade):
     times = rows_of(handmade / "report/tables/stage_times.csv")
     assert {r["stage"]: float(r["seconds"]) for r in times}["finetune"] == pytest.approx(2.0 * 4 * 3 * 3)
     assert html.count("<img alt=") == len(list((handmade / "report/figures").glob("*.png"))) >= 3
+
+
+def test_every_figure_the_workers_wrote_is_inlined(handmade):
+    html = (handmade / "report/report.html").read_text()
+    inlined = sorted(base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([^"]+)"', html))
+    written = sorted(p.read_bytes() for p in (handmade / "report/figures").glob("*.png"))
+    assert inlined == written and len(written) >= 3
+    assert not list((handmade / "report").rglob("*.tmp"))
 
 
 def test_legacy_run_directory_renders_its_tables(tmp_path):

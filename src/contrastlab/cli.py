@@ -255,11 +255,12 @@ def analyze_all(
 def report(
     run_dir: Path = typer.Argument(..., help="a study's run directory"),
     compare: Optional[Path] = typer.Option(None, "--compare", help="another run directory: add a section comparing their headline numbers"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="processes rendering figures (default: up to 4, one per CPU)"),
 ) -> None:
     """Rebuild the report of a study from its stored results (nothing is recomputed)."""
     from .report.build import build_report
 
-    path = build_report(run_dir, compare=compare)
+    path = build_report(run_dir, compare=compare, workers=jobs)
     _say(f"report: {path}")
 
 

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from .. import rundir
 from ..config import PAPER_TASKS, ReportConfig
-from ..utils.io import atomic_path
+from .figure_writer import FigureWriter
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def unit_settings(unit: rundir.UnitRecord, sidecar: dict | None = None) -> dict:
 class Section:
     title: str
     anchor: str
-    body: list[str] = field(default_factory=list)  # HTML fragments
+    body: list = field(default_factory=list)  # HTML fragments: strings, and html.Img read when the page is made
 
 
 @dataclass
@@ -136,6 +136,7 @@ class ReportContext:
     sections: list[Section] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what could not be computed, shown with the claims
+    writer: FigureWriter | None = None  # None: each figure is written at once
 
     @property
     def figure_dir(self) -> Path:
@@ -146,16 +147,14 @@ class ReportContext:
         return self.out / "tables"
 
     def save_figure(self, figure, name: str) -> Path:
-        """Write ``figure`` as figures/<name>.png and release it (figures are never shown)."""
+        """Have ``figure`` written as figures/<name>.png (by the writer's workers, if it has any) and
+        release it (figures are never shown). The file is on disk once the writer is closed."""
         path = self.figure_dir / f"{name}.png"
-        # A figure with a layout engine is laid out already; "tight" would lay it out a second time.
-        tight = None if figure.get_layout_engine() is not None else "tight"
-        with atomic_path(path) as tmp:
-            figure.savefig(tmp, format="png", dpi=120, bbox_inches=tight)
-        if getattr(figure.canvas, "manager", None) is not None:  # made with pyplot: unregister it
-            import matplotlib.pyplot as plt
+        if getattr(figure.canvas, "manager", None) is not None:  # made with pyplot: unregister it first,
+            import matplotlib.pyplot as plt  # so that a worker unpickling it does not register it again
 
             plt.close(figure)
+        (self.writer or FigureWriter()).submit(figure, path)
         figure.clear()
         self.figures.append(path)
         return path

@@ -21,9 +21,23 @@ def esc(value) -> str:
     return html.escape(str(value))
 
 
-def img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}"><figcaption>{esc(alt)}</figcaption></figure>'
+class Img:
+    """An inlined figure. Its PNG is read when the fragment is turned into text (``str``), not
+    when it is made: a worker may still be writing the file while the sections are assembled."""
+
+    def __init__(self, path: Path, alt: str):
+        self.path, self.alt = Path(path), alt
+
+    def __str__(self) -> str:
+        data = base64.b64encode(self.path.read_bytes()).decode()
+        return f'<figure><img alt="{esc(self.alt)}" src="data:image/png;base64,{data}"><figcaption>{esc(self.alt)}</figcaption></figure>'
+
+    def __repr__(self) -> str:
+        return f"Img({str(self.path)!r}, {self.alt!r})"
+
+
+def img(path: Path, alt: str) -> Img:
+    return Img(path, alt)
 
 
 def table(rows: list[dict], columns: list[str] | None = None, cell_class: str | None = None) -> str:
@@ -62,9 +76,10 @@ def details(summary: str, body: str) -> str:
 
 
 def page(title: str, intro: str, sections) -> str:
-    """The whole self-contained page: title, one-line description, navigation, sections."""
+    """The whole self-contained page: title, one-line description, navigation, sections (their
+    figures are read now, so every figure must be on disk)."""
     nav = "".join(f'<a href="#{s.anchor}">{esc(s.title)}</a>' for s in sections)
-    body = "".join(f'<section id="{s.anchor}"><h2>{esc(s.title)}</h2>{"".join(s.body)}</section>' for s in sections)
+    body = "".join(f'<section id="{s.anchor}"><h2>{esc(s.title)}</h2>{"".join(map(str, s.body))}</section>' for s in sections)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1><p>{esc(intro)}</p>"
             f"<nav>{nav}</nav>{body}</body></html>")

@@ -110,7 +110,10 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, force: bool = False, 
         if build_report and main_process:
             from ..report.build import build_report as make_report
 
-            summary.report = make_report(run_dir)
+            # The local launcher's jobs say how many processes this machine is meant to run at once; the
+            # other launchers build the report where the study was started: there, in this process.
+            workers = config.launcher.jobs if config.launcher.kind == "local" else 1
+            summary.report = make_report(run_dir, workers=workers)
     finally:
         lock.release()
     summary.seconds = time.perf_counter() - started
