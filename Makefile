@@ -28,8 +28,12 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
 	  || echo "note: could not install chromium; the browser test will be skipped"; }
 
+# pytest-xdist: one worker per logical CPU (2 on CI); whole modules per worker (their module-scoped fixtures
+# run once), heaviest modules first (tests/conftest.py orders them). `pytest` alone runs serially.
+TEST_WORKERS ?= logical
+
 test: $(VENV)/.installed-dev browser
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -6,12 +7,39 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+# One intra-op thread for the whole suite, in this process and (through OMP_NUM_THREADS) in
+# every process a test starts. The tests run tiny tensors, where extra threads only add
+# synchronization: on a 2-core machine, busy with other work or with a second pytest-xdist
+# worker, every parallel op waits for a descheduled thread (measured: the micro study took
+# 2.3 s with one thread and 15-20 s with two on a loaded machine). Tests that need more
+# threads set them themselves (the local launcher's workers, Slurm jobs, explicit workers=).
+THREADS = 1
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
+torch.set_num_threads(THREADS)
+
+
+# The heaviest modules, heaviest first (each 6-45 s on 2 cores; most others take a few seconds).
+# `make test` runs pytest-xdist with --dist loadfile --no-loadscope-reorder: whole modules go to
+# the workers in collection order, so a heavy module collected last would keep one worker busy
+# long after the other ran out of work. Unlisted modules keep their order, after these.
+HEAVY_FIRST = (
+    "test_launchers", "test_study", "test_torchrun", "test_faults", "test_representation_stage", "test_report",
+    "test_benchmarks", "test_many_tasks", "test_sharpness", "test_paper_preset", "test_faithful", "test_distributed",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: in-module order is kept
+
 
 @pytest.fixture
 def one_thread():
     """Tiny tensors: intra-op threads only add synchronization; on a busy 2-core machine every
     parallel op waits for a descheduled thread (measured: up to 100x slower).
-    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``; the whole
+    suite runs with one thread already (see above), so this only guards against a test that
+    raised the count and left it raised."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -105,7 +105,8 @@ def test_faithful_study_runs_and_its_report_names_every_original_behaviour(tmp_p
 
     overrides = MICRO_STUDY + SYNTH + ["seeds=[0,1]", "data.tasks=[[0,1,2]]", "random_init_baseline=false"]
     run_dir = tmp_path / "faithful"
-    run_study(load_config("faithful", overrides + ["analysis.landscape.compare_seeding=true"]), run_dir)
+    # Its report is built once, below, with the comparison section added (report --compare).
+    run_study(load_config("faithful", overrides + ["analysis.landscape.compare_seeding=true"]), run_dir, build_report=False)
     # The probe's sidecar records the downstream statistics, and its analyses used them.
     probe = json.loads(next(run_dir.glob("finetune/simclr/seed0/task-0-1-2/probe.json")).read_text())
     assert probe["normalization"]["source"] == "downstream"
@@ -120,6 +121,13 @@ def test_faithful_study_runs_and_its_report_names_every_original_behaviour(tmp_p
     surfaces = [json.loads(p.read_text()) for p in run_dir.glob("analysis/landscape/*/seed*/task-0-1-2/surface.json")]
     assert len({s["direction_seed"] for s in surfaces}) == len(surfaces) == 4
 
+    # A corrected run of the same models' protocol, compared from the faithful run's report.
+    corrected = tmp_path / "corrected"
+    run_study(load_config("paper", overrides + ["analysis.landscape.enabled=false", "analysis.geometry.enabled=false"]),
+              corrected, build_report=False)
+    code, out, _ = run_cli(monkeypatch, capsys, "report", str(run_dir), "--compare", str(corrected))
+    assert code == 0, out
+
     html = (run_dir / "report/report.html").read_text()
     for behaviour in BEHAVIOURS:
         assert behaviour.key in html
@@ -129,14 +137,6 @@ def test_faithful_study_runs_and_its_report_names_every_original_behaviour(tmp_p
         assert what in corrections
     assert (run_dir / "report/tables/correlations.csv").read_text().count("sharpness_top_normalized") == 3
     assert (run_dir / "report/figures/correlations.png").exists()
-
-    # A corrected run of the same models' protocol, compared from the faithful run's report.
-    corrected = tmp_path / "corrected"
-    run_study(load_config("paper", overrides + ["analysis.landscape.enabled=false", "analysis.geometry.enabled=false"]),
-              corrected, build_report=False)
-    code, out, _ = run_cli(monkeypatch, capsys, "report", str(run_dir), "--compare", str(corrected))
-    assert code == 0, out
-    html = (run_dir / "report/report.html").read_text()
     assert "Compared with" in html and "pretrain.normalization" in html
     compare = (run_dir / "report/tables/compare.csv").read_text()
     assert "probe_accuracy" in compare and "fgsm_score" in compare

@@ -87,32 +87,75 @@ def test_a_second_writer_is_refused_with_the_holder_named(lean_study, tmp_path, 
     assert not summary.ran and not (run_dir / rundir.LOCK_FILE).exists()
 
 
-def test_two_concurrent_studies_one_waits_out(tmp_path):
-    """Two real processes on one --out: one runs, the other exits at once naming the holder."""
+GATED = '''
+"""``python -m contrastlab ARGS`` that, before unit GATE_UNIT (1 = the first it runs) starts, writes
+GATE_FILE.waiting and waits until GATE_FILE exists: a study caught at a known point, lock held."""
+import os, runpy, sys, time
+from pathlib import Path
+import contrastlab.study.units as units
+
+gate_unit, gate, started = int(os.environ["GATE_UNIT"]), Path(os.environ["GATE_FILE"]), [0]
+real_run_stage = units.run_stage
+
+def run_stage(ctx):
+    started[0] += 1
+    if started[0] == gate_unit:
+        Path(f"{gate}.waiting").write_text(ctx.unit.id)
+        while not gate.exists():
+            time.sleep(0.02)
+    return real_run_stage(ctx)
+
+units.run_stage = run_stage
+sys.argv = ["contrastlab", *sys.argv[1:]]
+runpy.run_module("contrastlab", run_name="__main__", alter_sys=True)  # what ``-m contrastlab`` runs
+'''
+
+
+def gated_study(tmp_path: Path, out: Path, unit: int, *extra: str) -> tuple[subprocess.Popen, Path]:
+    """``contrastlab study`` into ``out`` in a process of its own, held before its ``unit``-th unit
+    until the returned gate file exists; returns once it waits there."""
+    script, gate = tmp_path / "gated.py", tmp_path / "gate"
+    script.write_text(GATED)
+    env = {**os.environ, "GATE_UNIT": str(unit), "GATE_FILE": str(gate)}
+    process = subprocess.Popen([sys.executable, str(script), *study_args(out, *extra)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not Path(f"{gate}.waiting").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    if process.poll() is not None or not Path(f"{gate}.waiting").exists():
+        process.kill()
+        raise AssertionError(f"the study never reached unit {unit}: {process.communicate()[1][-3000:]}")
+    return process, gate
+
+
+# Enough for the lock tests: one method, one task.
+ONE = ["methods=[supce]", "data.tasks=[[0,1,2]]"]
+
+
+def test_two_concurrent_studies_one_waits_out(tmp_path, monkeypatch, capsys):
+    """Two processes on one --out (another one and this one): the holder runs, the other exits at once naming it."""
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "contrastlab", *study_args(out)]
-    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while not (out / rundir.LOCK_FILE).exists() and time.time() < deadline:
-        time.sleep(0.05)
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    first_out, first_err = first.communicate(timeout=300)
+    first, gate = gated_study(tmp_path, out, 1, *ONE)  # holds the lock, in its first unit
+    try:
+        code, _, err = run_cli(monkeypatch, capsys, *study_args(out, *ONE))
+    finally:
+        gate.write_text("")  # let it go on, whatever happened here
+    assert_one_line_error(code, err, f"in use by another contrastlab run \\(pid {first.pid} ")
+    _, first_err = first.communicate(timeout=300)
     assert first.returncode == 0, first_err
-    assert second.returncode != 0 and "in use by another contrastlab run" in second.stderr
-    assert len([line for line in second.stderr.splitlines() if line.strip()]) == 1
+    assert json.loads((out / "study.json").read_text())["history"][-1]["status"] == "finished"
 
 
 def test_ctrl_c_prints_one_line_and_keeps_finished_units(tmp_path):
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen([sys.executable, "-m", "contrastlab", *study_args(out, "pretrain.epochs=50")], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list(out.glob("pretrain/*/seed0/done.json")) and time.time() < deadline:
-        time.sleep(0.1)
+    process, _ = gated_study(tmp_path, out, 2)  # the first pretraining is done; never let through
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    try:
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:  # the interrupt did not end it: do not leave it waiting at the gate
+            process.kill()
+            process.wait()
     assert process.returncode == 130
     assert [line for line in err.splitlines() if line.strip()] == [
         "interrupted; finished units are kept, run the same command again to resume"]

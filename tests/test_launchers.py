@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from contrastlab.config import load_config
 from contrastlab.errors import ContrastlabError
 from contrastlab.rundir import write_manifest
+from contrastlab.study.launchers import slurm as slurm_backend
 from contrastlab.study.launchers import (
     UnitFailedError, job_parameters, pending_dependencies, run_unit_job, run_units, submit_all, threads_per_job,
 )
@@ -35,8 +36,9 @@ from contrastlab.study.units import is_done
 from helpers import MICRO_STUDY
 
 JOBS = 2
-# The shared micro study (helpers.MICRO_STUDY: sequential unless a test says otherwise) on the CPU.
-MICRO = [*MICRO_STUDY, "device=cpu"]
+# The shared micro study (helpers.MICRO_STUDY: sequential unless a test says otherwise) on the CPU,
+# with one of its two tasks: every kind of unit, 19 units instead of 32, a third of the landscape figures.
+MICRO = [*MICRO_STUDY, "device=cpu", "data.tasks=[[0,1,2]]"]
 
 
 def micro_config(*extra: str):
@@ -173,6 +175,8 @@ def test_slurm_submission_has_one_job_per_unit_with_afterok_dependencies(tmp_pat
     todo = [u for u in units if u.id != "pretrain/supce/seed0"]  # done already: its dependents wait for nothing
     executor = submitit.AutoExecutor(folder=tmp_path / "slurm")
     assert executor.cluster == "slurm"
+    # submitit waits 0.2 s between two sbatch calls (a courtesy to a real scheduler): 6 s here for nothing.
+    monkeypatch.setattr(executor._executor, "_throttling", 0.0, raising=False)
     jobs = submit_all(executor, todo, config, tmp_path / "run")
     assert list(jobs) == [u.id for u in todo]
     assert sorted(int(j.job_id) for j in jobs.values()) == list(range(101, 101 + len(todo)))
@@ -211,8 +215,16 @@ def test_slurm_launcher_without_slurm_is_a_clear_error(tmp_path, monkeypatch):
 
 def record_run(unit: Unit, config, run_dir: Path, progress: bool = False) -> float:
     """A stand-in unit runner (top level, so spawn workers import it): logs its start and end,
-    fails when ``run_dir/fail-<id>`` exists, writes done.json otherwise."""
+    fails when ``run_dir/fail-<id>`` exists, writes done.json otherwise. The units named in
+    ``run_dir/together`` wait (up to a minute) until all of them have started: units that can run
+    at once overlap however late a busy machine starts the second worker."""
     started = time.time()
+    together = run_dir / "together"
+    group = together.read_text().split() if together.exists() else []
+    if unit.id in group:
+        (run_dir / f"started-{unit.id}").write_text("")
+        while not all((run_dir / f"started-{uid}").exists() for uid in group) and time.time() < started + 60:
+            time.sleep(0.01)
     time.sleep(0.2)
     if (run_dir / f"fail-{unit.id}").exists():
         raise ValueError(f"injected failure in {unit.id}")
@@ -253,6 +265,7 @@ def test_sequential_backend_runs_in_plan_order_in_this_process_and_stops_at_the_
 def test_local_scheduler_respects_dependencies_and_the_job_limit(tmp_path):
     config = micro_config("launcher.kind=local", f"launcher.jobs={JOBS}")
     units = toy_units()
+    (tmp_path / "together").write_text("a b")  # both ready at the start: each waits for the other
     ran = run_units(units, config, tmp_path, runner=record_run)
     assert sorted(ran) == ["a", "b", "c", "d", "e"]
     times = {u.id: json.loads((tmp_path / u.id / "times.json").read_text()) for u in units}
@@ -292,7 +305,8 @@ def test_micro_study_with_local_launcher_matches_sequential_and_resumes(sequenti
     assert_same_results(results_of(tmp_path), expected)
 
     # Cut the run: one probe and everything after it lost; the same command finishes just those.
-    lost = [u for u in plan_units(config) if u.id == "finetune/supce/seed0/task-3-4-5" or "finetune/supce/seed0/task-3-4-5" in u.deps]
+    lost = [u for u in plan_units(config) if u.id == "finetune/supce/seed0/task-0-1-2" or "finetune/supce/seed0/task-0-1-2" in u.deps]
+    assert {u.kind for u in lost} == {"finetune", "landscape", "sharpness", "robustness", "geometry", "trajectory"}
     for unit in lost:
         shutil.rmtree(tmp_path / unit.id)
     again = run_study(config, tmp_path, build_report=False)
@@ -301,15 +315,17 @@ def test_micro_study_with_local_launcher_matches_sequential_and_resumes(sequenti
     assert run_study(config, tmp_path, build_report=False).ran == []
 
 
-def test_slurm_path_runs_through_submitit_local_executor(sequential, tmp_path):
+def test_slurm_path_runs_through_submitit_local_executor(sequential, tmp_path, monkeypatch):
     submitit = pytest.importorskip("submitit")
+    monkeypatch.setattr(slurm_backend, "LOCAL_POLL_S", 0.05)  # how often the loop looks at the local jobs
     # Each job sets cpus_per_job torch threads: those of the sequential run, so the numbers match.
     config = micro_config("launcher.kind=slurm", f"launcher.jobs={JOBS}", "launcher.gpus_per_job=0",
                           f"launcher.cpus_per_job={threads_per_job(JOBS)}", "launcher.time_minutes=5")
     prepare_run_dir(config, tmp_path)
     todo, _ = pending_units(config, tmp_path)
-    chain = [u for u in todo if u.method == "supce" and (u.task in (None, 0))]  # pretrain -> probe -> analyses
-    assert [u.kind for u in chain][:2] == ["pretrain", "finetune"] and len(chain) >= 3
+    # pretrain -> probe -> one analysis of the probe: each job is a process of its own, so three and no more.
+    chain = [u for u in todo if u.method == "supce" and (u.task in (None, 0))][:3]
+    assert [u.kind for u in chain] == ["pretrain", "finetune", "landscape"]
     executor = submitit.AutoExecutor(folder=tmp_path / "slurm", cluster="local")
     ran = run_units(chain, config, tmp_path, executor=executor)
     assert sorted(ran) == sorted(u.id for u in chain)
@@ -319,8 +335,9 @@ def test_slurm_path_runs_through_submitit_local_executor(sequential, tmp_path):
     assert_same_results(results_of(tmp_path, ids), results_of(sequential, ids))
 
 
-def test_failing_slurm_job_names_its_unit(tmp_path):
+def test_failing_slurm_job_names_its_unit(tmp_path, monkeypatch):
     submitit = pytest.importorskip("submitit")
+    monkeypatch.setattr(slurm_backend, "LOCAL_POLL_S", 0.05)
     config = micro_config("launcher.kind=slurm", "launcher.gpus_per_job=0", "launcher.cpus_per_job=1", "launcher.time_minutes=5")
     prepare_run_dir(config, tmp_path)
     todo, _ = pending_units(config, tmp_path)

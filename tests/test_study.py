@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 
 from contrastlab.config import load_config
 from contrastlab.errors import RunDirectoryError
+from contrastlab.report.build import summary_text
 from contrastlab.study.plan import plan_units
 from contrastlab.study.runner import run_study
 from contrastlab.study.units import prepare_unit_folder
@@ -126,28 +126,57 @@ def test_resumed_unit_keeps_its_partial_work_but_not_temporaries_of_killed_write
     assert (folder / "partial.npy").read_bytes() == b"resume me"
 
 
+KILLER = '''
+"""``python -m contrastlab ARGS``, SIGKILLed by itself in unit KILL_IN_UNIT (1 = the first unit
+it runs) right after that unit's first atomic write filled its temporary, before the rename."""
+import os, runpy, signal, sys
+from contextlib import contextmanager
+import contrastlab.utils.io as io  # before any module imports atomic_path from it
+
+kill_in, started = int(os.environ["KILL_IN_UNIT"]), [0]
+real_atomic_path = io.atomic_path
+
+@contextmanager
+def atomic_path(path):
+    with real_atomic_path(path) as tmp:
+        yield tmp
+        if started[0] == kill_in:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+io.atomic_path = atomic_path
+import contrastlab.study.units as units
+real_run_stage = units.run_stage
+
+def run_stage(ctx):
+    started[0] += 1
+    return real_run_stage(ctx)
+
+units.run_stage = run_stage
+sys.argv = ["contrastlab", *sys.argv[1:]]
+runpy.run_module("contrastlab", run_name="__main__", alter_sys=True)  # what ``-m contrastlab`` runs
+'''
+
+
 def test_sigkill_mid_study_resumes_without_redoing_finished_units(finished_study, tmp_path):
     run_dir, _ = finished_study
     cut = tmp_path / "cut"
-    command = [sys.executable, "-m", "contrastlab", "study", "--preset", "quick", "--out", str(cut), "--no-progress"]
-    for item in MICRO_STUDY:
-        command += ["--set", item]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while len(list(cut.rglob("done.json"))) < 6 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert process.poll() is None, "the study ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    args = ["study", "--preset", "quick", "--out", str(cut), "--no-progress", *[f"--set={item}" for item in MICRO_STUDY]]
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER)
+    # Killed in the middle of the 7th unit's first file: written to its temporary, not renamed yet.
+    env = {**os.environ, "KILL_IN_UNIT": "7"}
+    killed = subprocess.run([sys.executable, str(killer), *args], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     finished_before = {p: p.stat().st_mtime_ns for p in cut.rglob("done.json")}
     total = len(plan_units(load_config("quick", MICRO_STUDY)))
-    assert 6 <= len(finished_before) < total
+    assert len(finished_before) == 6 and total > 7
+    assert [p for p in cut.rglob("*.tmp")]  # the write it was killed in
     assert not list(cut.rglob("report.html"))
 
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    assert f"{total - len(finished_before)} units run, {len(finished_before)} already done" in result.stdout
+    # The same study again, as the command runs it (in this process: what it resumes from is on disk;
+    # without the report, which test_rerun_skips_everything_and_report_rebuilds rebuilds).
+    summary = run_study(load_config("quick", MICRO_STUDY), cut, build_report=False)
+    assert f"{total - len(finished_before)} units run, {len(finished_before)} already done" in summary_text(summary)
     assert finished_before == {p: p.stat().st_mtime_ns for p in finished_before}  # nothing finished was redone
     assert not [p for p in cut.rglob("*.tmp")]
     assert result_numbers(cut) == result_numbers(run_dir)  # identical to the uninterrupted run

@@ -1,11 +1,18 @@
 """Data-parallel pretraining under torchrun: 2 CPU processes, gloo backend.
 
-The documented command line runs; only rank 0 writes checkpoints and metrics (every write
-is logged per rank by a wrapper around the CLI); the sidecars record the world size; a run
-cut mid-epoch resumes from its last checkpoint and ends with the same weights as an uncut
-run. (BatchNorm statistics are per rank, so no comparison with a single process here; the
-gathered loss and gradients are compared in test_distributed.py.) The study's torchrun backend
-runs a plan of stand-in units in order on rank 0 while rank 1 waits, and stops at a failing unit.
+The documented command line runs (``torchrun ... -m contrastlab pretrain``: a wrapper runs the
+``contrastlab`` package as ``__main__`` exactly as ``-m`` does, with every checkpoint and metrics
+write logged per rank); only rank 0 writes checkpoints and metrics; the sidecars record the
+world size; a run cut mid-epoch resumes from its last checkpoint and ends with the same weights
+as an uncut run. (BatchNorm statistics are per rank, so no comparison with a single process
+here; the gathered loss and gradients are compared in test_distributed.py.) The study's
+torchrun backend runs a plan of stand-in units in order on rank 0 while rank 1 waits, and
+stops at a failing unit.
+
+Each torchrun launch starts three processes that import torch, so the launches are few: the
+uncut run and the run that crashes share one launch (one after the other in the same
+processes, as two command lines), the resume is a second; the study backend's good plan and
+its failing plan share a third.
 """
 
 from __future__ import annotations
@@ -32,9 +39,10 @@ SETTINGS = [
 STEPS_PER_EPOCH = 4
 
 WRAPPER = '''
-"""The contrastlab CLI with every checkpoint / metrics write logged to WRITES_LOG.rank<R>,
-and, with CRASH_AT_STEP=n, a crash at the n-th training step of the run."""
-import os, sys
+"""``python -m contrastlab -v pretrain ... --out OUT`` once per OUT given, one after the other in
+this process, with every checkpoint / metrics write logged to WRITES_LOG.rank<R>; with
+CRASH=OUT:n, a crash at the n-th training step of the run into OUT."""
+import os, runpy, sys
 import contrastlab.train.pretrain as pretrain
 
 rank = os.environ["RANK"]
@@ -49,26 +57,35 @@ def write_metrics(path, rows, *args, **kwargs):
     log.write(f"metrics {path}\\n"); log.flush()
     return real_metrics(path, rows, *args, **kwargs)
 
-steps = [0]
+crash_out, _, crash_step = os.environ.get("CRASH", "").rpartition(":")
+steps, crash_at = [0], [0]
 def make_views(*args, **kwargs):
     steps[0] += 1
-    if steps[0] == int(os.environ.get("CRASH_AT_STEP", "0")):
+    if steps[0] == crash_at[0]:
         raise RuntimeError("injected crash")
     return real_views(*args, **kwargs)
 
 pretrain.save_checkpoint, pretrain.write_csv, pretrain.make_views = save_checkpoint, write_metrics, make_views
-from contrastlab.cli import main
-sys.argv = ["contrastlab"] + sys.argv[1:]
-main()
+settings = sys.argv[1:sys.argv.index("--")]
+for out in sys.argv[sys.argv.index("--") + 1:]:
+    steps[0], crash_at[0] = 0, int(crash_step) if out == crash_out else 0
+    sys.argv = ["contrastlab", "-v", "pretrain", *settings, "--out", out]
+    try:
+        runpy.run_module("contrastlab", run_name="__main__", alter_sys=True)  # what ``-m contrastlab`` runs
+    except SystemExit as stop:
+        if stop.code not in (0, None):
+            raise
 '''
 
 
-def torchrun(target: list[str], out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``python -m torch.distributed.run --standalone --nproc_per_node=2 TARGET -v pretrain ...``."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *target,
-               "-v", "pretrain", "--method", "simclr", "--preset", "quick", "--seed", "0", "--out", str(out),
-               "--no-progress"] + [arg for item in SETTINGS for arg in ("--set", item)]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+def torchrun(script: Path, outs: list[Path], writes: Path, crash: str = "") -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc_per_node=2 -m contrastlab -v pretrain ...``
+    for each of ``outs`` in turn (through the wrapper ``script``)."""
+    settings = ["--method", "simclr", "--preset", "quick", "--seed", "0", "--no-progress"]
+    settings += [arg for item in SETTINGS for arg in ("--set", item)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+               *settings, "--", *map(str, outs)]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "WRITES_LOG": str(writes), "CRASH": crash}
     return subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=300)
 
 
@@ -77,36 +94,42 @@ def metrics(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def writes_into(log: Path, out: Path) -> list[str]:
+    """The logged writes of one rank into ``out``: "checkpoint" or "metrics", in order."""
+    if not log.exists():
+        return []
+    return [line.split()[0] for line in log.read_text().splitlines() if line.split(maxsplit=1)[1].startswith(f"{out}/")]
+
+
 def test_torchrun_pretrain_writes_once_records_world_size_and_resumes(tmp_path):
-    # The documented command: torchrun --standalone --nproc_per_node=2 -m contrastlab pretrain ...
-    straight = tmp_path / "straight"
-    done = torchrun(["-m", "contrastlab"], straight)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("encoder:") == 1  # rank 0 alone reports
+    script = tmp_path / "wrapped_cli.py"
+    script.write_text(WRAPPER)
+    straight, cut, writes = tmp_path / "straight", tmp_path / "cut", tmp_path / "writes"
+
+    # One launch: the uncut run, then the same run into another folder, crashed in epoch 2 (step 6 of 4 per epoch).
+    first = torchrun(script, [straight, cut], writes, crash=f"{cut}:{STEPS_PER_EPOCH + 2}")
+    assert first.returncode != 0 and "injected crash" in first.stderr
+    assert first.stdout.count("encoder:") == 1  # the uncut run finished; rank 0 alone reports
     _, meta = read_checkpoint(straight / "encoder.safetensors")
     assert meta["settings"]["world_size"] == 2 and meta["epoch"] == EPOCHS
     assert [p.stem for p in sorted((straight / "checkpoints").glob("*.safetensors"))] == [f"epoch_{e:04d}" for e in range(EPOCHS + 1)]
     assert [int(r["epoch"]) for r in metrics(straight)] == list(range(1, EPOCHS + 1))
     assert all(float(r["loss"]) > 0 for r in metrics(straight))
-
-    # The same run, crashed in epoch 2 (step 6 of 4 per epoch), then run again.
-    script = tmp_path / "wrapped_cli.py"
-    script.write_text(WRAPPER)
-    cut, writes = tmp_path / "cut", tmp_path / "writes"
-    crashed = torchrun([str(script)], cut, {"WRITES_LOG": str(writes), "CRASH_AT_STEP": str(STEPS_PER_EPOCH + 2)})
-    assert crashed.returncode != 0 and "injected crash" in crashed.stderr
     assert latest_checkpoint(cut).stem == "epoch_0001"
     assert [int(r["epoch"]) for r in metrics(cut)] == [1]
 
-    resumed = torchrun([str(script)], cut, {"WRITES_LOG": str(writes)})
+    # The cut run, run again: it resumes from its last checkpoint.
+    resumed = torchrun(script, [cut], writes)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("encoder:") == 1
     assert "resuming simclr seed 0 from epoch 1" in resumed.stderr
 
     # Rank 0 wrote every checkpoint and metrics file; rank 1 wrote nothing.
-    rank0 = (tmp_path / "writes.rank0").read_text().splitlines()
-    assert not (tmp_path / "writes.rank1").exists() or (tmp_path / "writes.rank1").read_text() == ""
-    assert sum(line.startswith("checkpoint") for line in rank0) == (EPOCHS + 1) + 1  # epochs 0..3, the encoder
-    assert sum(line.startswith("metrics") for line in rank0) == EPOCHS
+    rank0, rank1 = tmp_path / "writes.rank0", tmp_path / "writes.rank1"
+    assert not rank1.exists() or rank1.read_text() == ""
+    for out in (straight, cut):  # the cut run over its two launches
+        assert writes_into(rank0, out).count("checkpoint") == (EPOCHS + 1) + 1, out  # epochs 0..3, the encoder
+        assert writes_into(rank0, out).count("metrics") == EPOCHS, out
 
     # Resuming changed nothing: same losses per epoch and the same final weights as the uncut run.
     assert [r["loss"] for r in metrics(cut)] == [r["loss"] for r in metrics(straight)]
@@ -115,7 +138,8 @@ def test_torchrun_pretrain_writes_once_records_world_size_and_resumes(tmp_path):
 
 
 STUDY_SCRIPT = '''
-"""run_units under torchrun on stand-in units: a, b; c after a; d after b and c."""
+"""run_units under torchrun on stand-in units (a, b; c after a; d after b and c), into each
+run directory given in turn."""
 import json, sys, time
 from pathlib import Path
 import torch.distributed as dist
@@ -127,7 +151,6 @@ from contrastlab.study.plan import Unit
 
 dist.init_process_group("gloo")
 torchrun_backend.DISTRIBUTED_POLL_S = 0.05  # read where ranks > 0 wait
-run_dir = Path(sys.argv[1])
 rank = dist.get_rank()
 
 def runner(unit, config, run_dir, progress=False):
@@ -142,8 +165,9 @@ def runner(unit, config, run_dir, progress=False):
 
 spec = {"a": (), "b": (), "c": ("a",), "d": ("b", "c")}
 units = [Unit("finetune", uid, "key-" + uid, deps=deps) for uid, deps in spec.items()]
-ran = launchers.run_units(units, load_config("quick", ["device=cpu"]), run_dir, runner=runner)
-(run_dir / f"ran.rank{rank}.json").write_text(json.dumps([ran, [u.id for u in units if (run_dir / u.id / "done.json").exists()]]))
+for run_dir in map(Path, sys.argv[1:]):  # the last one has a failing unit: it ends the launch
+    ran = launchers.run_units(units, load_config("quick", ["device=cpu"]), run_dir, runner=runner)
+    (run_dir / f"ran.rank{rank}.json").write_text(json.dumps([ran, [u.id for u in units if (run_dir / u.id / "done.json").exists()]]))
 dist.destroy_process_group()
 '''
 
@@ -151,22 +175,22 @@ dist.destroy_process_group()
 def test_torchrun_backend_runs_the_plan_in_order_on_rank_0_while_the_others_wait(tmp_path):
     script = tmp_path / "study.py"
     script.write_text(STUDY_SCRIPT)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ok, failing = tmp_path / "ok", tmp_path / "failing"
     ok.mkdir()
-    done = subprocess.run(command + [str(ok)], capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
+    failing.mkdir()
+    (failing / "fail-c").write_text("")
+    # One launch: the plan into ``ok``, then into ``failing``, where unit c fails.
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(ok), str(failing)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+
     assert (ok / "runs.log").read_text().splitlines() == ["a rank0", "b rank0", "c rank0", "d rank0"]
     for rank in (0, 1):  # every rank saw each unit done, in plan order, before going on
         ran, seen_done = json.loads((ok / f"ran.rank{rank}.json").read_text())
         assert ran == ["a", "b", "c", "d"] and seen_done == ran
 
     # A unit failing on rank 0 ends the whole run with its name; the units before it are kept.
-    failing.mkdir()
-    (failing / "fail-c").write_text("")
-    crashed = subprocess.run(command + [str(failing)], capture_output=True, text=True, env=env, timeout=120)
-    assert crashed.returncode != 0
-    assert "unit c failed: ValueError: injected failure in c" in crashed.stderr
+    assert done.returncode != 0
+    assert "unit c failed: ValueError: injected failure in c" in done.stderr
     assert (failing / "runs.log").read_text().splitlines() == ["a rank0", "b rank0", "c rank0"]
     assert (failing / "b" / "done.json").exists() and not (failing / "d").exists()
+    assert not list(failing.glob("ran.rank*.json"))  # neither rank got past the failing plan
