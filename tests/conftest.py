@@ -44,3 +44,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def reports_render_in_process(monkeypatch):
+    """A report's figures are rendered in this process unless a test asks for workers: starting
+    figure workers (spawn) costs ~1-2 CPU-seconds, more than the suite's tiny reports take to draw.
+    tests/test_figure_writer.py and the handmade report of test_report.py use workers."""
+    from contrastlab.report import figure_writer
+
+    monkeypatch.setattr(figure_writer, "default_workers", lambda: 1)

@@ -258,9 +258,12 @@ def report(
     jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="processes rendering figures (default: up to 4, one per CPU)"),
 ) -> None:
     """Rebuild the report of a study from its stored results (nothing is recomputed)."""
-    from .report.build import build_report
+    from .report.figure_writer import FigureWriter
 
-    path = build_report(run_dir, compare=compare, workers=jobs)
+    with FigureWriter(jobs) as writer:  # its workers start while the report loads
+        from .report.build import build_report
+
+        path = build_report(run_dir, compare=compare, writer=writer)
     _say(f"report: {path}")
 
 

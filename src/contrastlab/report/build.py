@@ -14,9 +14,9 @@ InPCA, robustness, paired comparisons, provenance.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
-import os
 from pathlib import Path
 
 from ..errors import RunDirectoryError
@@ -66,25 +66,22 @@ def _intro(run: RunInfo) -> str:
     return ", ".join(parts) + f". Built {stamp} from {run.run_dir}."
 
 
-def default_workers() -> int:
-    """Processes rendering figures when not told: a few, never more than the CPUs this process may use."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(4, cpus)
-
-
-def build_report(run_dir: str | Path, compare: str | Path | None = None, *, workers: int | None = None) -> Path:
+def build_report(run_dir: str | Path, compare: str | Path | None = None, *, workers: int | None = None,
+                 writer: FigureWriter | None = None) -> Path:
     """Rebuild ``run_dir/report`` from stored results; return the path of report.html. With
     ``compare`` (another run directory), add a section comparing this run's headline numbers with its.
 
-    ``workers`` processes render the figures (None: :func:`default_workers`; 1: all in this
+    ``workers`` processes render the figures (None: a few, see :class:`FigureWriter`; 1: all in this
     process). They are started with "spawn", so a script calling this with more than one worker
-    needs the usual ``if __name__ == "__main__":`` guard."""
+    needs the usual ``if __name__ == "__main__":`` guard. ``writer``: a running
+    :class:`FigureWriter` to use instead (the caller closes it), e.g. one started before this
+    module's imports (torch, scipy, matplotlib: seconds) so that its workers start meanwhile."""
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     if run.study is None and not any(run.units.values()):
         raise RunDirectoryError(f"{run_dir} holds no study and no finished unit; run `contrastlab study --out {run_dir}` first")
     # Entered before the results are read, so that the workers start while the parent reads them.
-    with FigureWriter(default_workers() if workers is None else workers) as writer:
+    with FigureWriter(workers) if writer is None else contextlib.nullcontext(writer) as writer:
         collected = collect(run)
         _complete(run, collected.values)
         ctx = ReportContext(run=run, results=collected.values, curves=collected.curves, out=run_dir / "report",
@@ -97,6 +94,7 @@ def build_report(run_dir: str | Path, compare: str | Path | None = None, *, work
                 raise RunDirectoryError(f"{compare} holds no study and no finished unit to compare with")
             compare_section(ctx, other)
             ctx.sections.insert(len(ctx.sections) - 1, ctx.sections.pop())  # before provenance
+        writer.wait()
     # Every figure is on disk now: the page inlines them.
     title = f"contrastlab study: {run.name}" if run.study else f"contrastlab results: {run.name}"
     return write_text(ctx.out / "report.html", h.page(title, _intro(run), ctx.sections))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import multiprocessing
+import os
 import pickle
 import signal
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -36,6 +37,12 @@ def write_figure(figure, path: Path) -> None:
     tight = None if figure.get_layout_engine() is not None else "tight"
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=DPI, bbox_inches=tight)
+
+
+def default_workers() -> int:
+    """Processes rendering figures when not told: a few, never more than the CPUs this process may use."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(4, cpus)
 
 
 def _raise_failure(path: Path, exc: BaseException) -> NoReturn:
@@ -63,13 +70,14 @@ def _render(data: bytes, path: Path) -> None:
 
 
 class FigureWriter:
-    """Writes figures with ``workers`` processes (at once, in this process, when ``workers <= 1``).
+    """Writes figures with ``workers`` processes (at once, in this process, when ``workers <= 1``;
+    None: :func:`default_workers`).
 
     Use it as a context manager: leaving it waits until every figure is on disk and raises the
     first failure as one error naming its figure."""
 
-    def __init__(self, workers: int = 1):
-        self.workers = max(1, int(workers))
+    def __init__(self, workers: int | None = 1):
+        self.workers = max(1, int(default_workers() if workers is None else workers))
         self._pool: ProcessPoolExecutor | None = None
         self._pending: list[tuple[Path, Future]] = []
 
@@ -113,13 +121,18 @@ class FigureWriter:
             self._pending.append((path, self._pool.submit(_render, data, path)))
         return path
 
+    def wait(self) -> None:
+        """Wait until every figure submitted so far is on disk; raise the first failure."""
+        pending, self._pending = self._pending, []
+        for path, future in pending:
+            exc = future.exception()
+            if exc is not None:
+                _raise_failure(path, exc)
+
     def close(self) -> None:
-        """Wait for every figure submitted; raise the first failure."""
+        """Wait for every figure submitted (raising the first failure) and stop the workers."""
         try:
-            for path, future in self._pending:
-                exc = future.exception()
-                if exc is not None:
-                    _raise_failure(path, exc)
+            self.wait()
         finally:
             self._shutdown()
 
