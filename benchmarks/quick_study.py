@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/quick_study.py                        # reference 76c4585, each once
     .venv/bin/python benchmarks/quick_study.py --order new ref        # the other order
     .venv/bin/python benchmarks/quick_study.py --transfer-only --set 'seeds=[2,3]' --name transfer_seeds23
+    .venv/bin/python benchmarks/quick_study.py --new-set analysis.representation.enabled=false ...  # this version only
 
 Both versions run ``python -m contrastlab study --preset quick`` in a fresh run directory, one
 after the other, with this interpreter (the reference's sources come first on PYTHONPATH, from a
@@ -131,6 +132,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/quick_study_bench"), help="run directories and logs")
     parser.add_argument("--order", nargs=2, default=["ref", "new"], choices=["ref", "new"], help="which runs first")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="--set passed to both studies")
+    parser.add_argument("--new-set", dest="new_overrides", action="append", default=[],
+                        help="--set passed to this version's study only (keys the reference does not have)")
     parser.add_argument("--transfer-only", action="store_true", help="switch every analysis off in both versions")
     parser.add_argument("--name", default="quick_study", help="results/<name>.json and .md")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the results files")
@@ -145,7 +148,8 @@ def main() -> None:
         run_dir = args.out / label
         if run_dir.exists():
             subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-        overrides = args.overrides + (analyses_off(sources[label]) if args.transfer_only else [])
+        overrides = args.overrides + (args.new_overrides if label == "new" else [])
+        overrides += analyses_off(sources[label]) if args.transfer_only else []
         runs[label] = run_study(sources[label], run_dir, overrides, args.out / f"{label}.log")
         seconds[label] = unit_seconds(run_dir)
         gain[label] = gains(probe_accuracies(run_dir))
@@ -176,7 +180,8 @@ def main() -> None:
         [[m, f"{t['ref']:+.1f}", f"{t['new']:+.1f}",
           f"{t['new_minus_ref']['mean']:+.1f} [{fmt(t['new_minus_ref']['low'])}, {fmt(t['new_minus_ref']['high'])}]",
           t["new_minus_ref"]["n"]] for m, t in transfer.items()], "lrrrr"))
-    results = {"reference": args.reference, "order": args.order, "overrides": args.overrides, "transfer_only": args.transfer_only,
+    results = {"reference": args.reference, "order": args.order, "overrides": args.overrides, "new_overrides": args.new_overrides,
+               "transfer_only": args.transfer_only,
                "runs": runs, "ratio": ratio, "unit_seconds": seconds, "transfer": transfer,
                "gains": {label: {m: {f"seed{s}/{t}": v for (s, t), v in by.items()} for m, by in g.items()} for label, g in gain.items()},
                "environment": env}
