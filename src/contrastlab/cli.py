@@ -258,12 +258,9 @@ def report(
     jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="processes rendering figures (default: up to 4, one per CPU)"),
 ) -> None:
     """Rebuild the report of a study from its stored results (nothing is recomputed)."""
-    from .report.figure_writer import FigureWriter
+    from .report.build import build_report
 
-    with FigureWriter(jobs) as writer:  # its workers start while the report loads
-        from .report.build import build_report
-
-        path = build_report(run_dir, compare=compare, writer=writer)
+    path = build_report(run_dir, compare=compare, workers=jobs)
     _say(f"report: {path}")
 
 

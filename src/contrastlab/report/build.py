@@ -14,7 +14,6 @@ InPCA, robustness, paired comparisons, provenance.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import logging
 from pathlib import Path
@@ -24,25 +23,28 @@ from ..utils.io import write_text
 from . import html as h
 from .context import ReportContext, RunInfo, load_run, order_methods
 from .figure_writer import FigureWriter
-from .results import collect
-from .sections.accuracy import accuracy_section
-from .sections.comparisons import comparisons_section
-from .sections.compare_runs import compare_section
-from .sections.conclusions import conclusions_section
-from .sections.corrections import corrections_section
-from .sections.correlations import correlations_section
-from .sections.distributions import distributions_section
-from .sections.geometry import geometry_section
-from .sections.landscape import landscape_section
-from .sections.pretraining import pretraining_section
-from .sections.provenance import provenance_section
-from .sections.representation import representation_section
-from .sections.robustness import robustness_section
-from .sections.sharpness import sharpness_section
-
 log = logging.getLogger(__name__)
 
-SECTIONS = (conclusions_section, accuracy_section, distributions_section, pretraining_section, landscape_section,
+
+
+def _sections() -> tuple:
+    """The sections, in page order. Imported when a report is built, not with this module: they load
+    torch, scipy and matplotlib (seconds), which the figure workers' start-up can overlap."""
+    from .sections.accuracy import accuracy_section
+    from .sections.comparisons import comparisons_section
+    from .sections.conclusions import conclusions_section
+    from .sections.corrections import corrections_section
+    from .sections.correlations import correlations_section
+    from .sections.distributions import distributions_section
+    from .sections.geometry import geometry_section
+    from .sections.landscape import landscape_section
+    from .sections.pretraining import pretraining_section
+    from .sections.provenance import provenance_section
+    from .sections.representation import representation_section
+    from .sections.robustness import robustness_section
+    from .sections.sharpness import sharpness_section
+
+    return (conclusions_section, accuracy_section, distributions_section, pretraining_section, landscape_section,
             sharpness_section, geometry_section, robustness_section, representation_section, comparisons_section,
             correlations_section, corrections_section, provenance_section)
 
@@ -66,27 +68,28 @@ def _intro(run: RunInfo) -> str:
     return ", ".join(parts) + f". Built {stamp} from {run.run_dir}."
 
 
-def build_report(run_dir: str | Path, compare: str | Path | None = None, *, workers: int | None = None,
-                 writer: FigureWriter | None = None) -> Path:
+def build_report(run_dir: str | Path, compare: str | Path | None = None, *, workers: int | None = None) -> Path:
     """Rebuild ``run_dir/report`` from stored results; return the path of report.html. With
     ``compare`` (another run directory), add a section comparing this run's headline numbers with its.
 
     ``workers`` processes render the figures (None: a few, see :class:`FigureWriter`; 1: all in this
     process). They are started with "spawn", so a script calling this with more than one worker
-    needs the usual ``if __name__ == "__main__":`` guard. ``writer``: a running
-    :class:`FigureWriter` to use instead (the caller closes it), e.g. one started before this
-    module's imports (torch, scipy, matplotlib: seconds) so that its workers start meanwhile."""
+    needs the usual ``if __name__ == "__main__":`` guard."""
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     if run.study is None and not any(run.units.values()):
         raise RunDirectoryError(f"{run_dir} holds no study and no finished unit; run `contrastlab study --out {run_dir}` first")
-    # Entered before the results are read, so that the workers start while the parent reads them.
-    with FigureWriter(workers) if writer is None else contextlib.nullcontext(writer) as writer:
+    # Entered before the sections are imported and the results read, so that the workers start meanwhile.
+    with FigureWriter(workers) as writer:
+        from .results import collect
+        from .sections.compare_runs import compare_section
+
+        sections = _sections()
         collected = collect(run)
         _complete(run, collected.values)
         ctx = ReportContext(run=run, results=collected.values, curves=collected.curves, out=run_dir / "report",
                             notes=list(collected.notes), writer=writer)
-        for add in SECTIONS:
+        for add in sections:
             add(ctx)
         if compare is not None:
             other = load_run(Path(compare))
@@ -94,7 +97,6 @@ def build_report(run_dir: str | Path, compare: str | Path | None = None, *, work
                 raise RunDirectoryError(f"{compare} holds no study and no finished unit to compare with")
             compare_section(ctx, other)
             ctx.sections.insert(len(ctx.sections) - 1, ctx.sections.pop())  # before provenance
-        writer.wait()
     # Every figure is on disk now: the page inlines them.
     title = f"contrastlab study: {run.name}" if run.study else f"contrastlab results: {run.name}"
     return write_text(ctx.out / "report.html", h.page(title, _intro(run), ctx.sections))

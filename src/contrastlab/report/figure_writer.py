@@ -121,18 +121,13 @@ class FigureWriter:
             self._pending.append((path, self._pool.submit(_render, data, path)))
         return path
 
-    def wait(self) -> None:
-        """Wait until every figure submitted so far is on disk; raise the first failure."""
-        pending, self._pending = self._pending, []
-        for path, future in pending:
-            exc = future.exception()
-            if exc is not None:
-                _raise_failure(path, exc)
-
     def close(self) -> None:
         """Wait for every figure submitted (raising the first failure) and stop the workers."""
         try:
-            self.wait()
+            for path, future in self._pending:
+                exc = future.exception()
+                if exc is not None:
+                    _raise_failure(path, exc)
         finally:
             self._shutdown()
 

@@ -108,15 +108,12 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, force: bool = False, 
                 units_run = len(summary.ran) if status == "finished" else sum(is_done(u, run_dir) for u in todo)
                 end_run(run_dir, index, status, units_run)
         if build_report and main_process:
-            from ..report.figure_writer import FigureWriter
+            from ..report.build import build_report as make_report
 
             # The local launcher's jobs say how many processes this machine is meant to run at once; the
             # other launchers build the report where the study was started: there, in this process.
-            # The figure workers start first, while the report's modules load.
-            with FigureWriter(config.launcher.jobs if config.launcher.kind == "local" else 1) as writer:
-                from ..report.build import build_report as make_report
-
-                summary.report = make_report(run_dir, writer=writer)
+            workers = config.launcher.jobs if config.launcher.kind == "local" else 1
+            summary.report = make_report(run_dir, workers=workers)
     finally:
         lock.release()
     summary.seconds = time.perf_counter() - started
