@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -146,8 +147,7 @@ def main() -> None:
     runs, seconds, gain = {}, {}, {}
     for label in args.order:
         run_dir = args.out / label
-        if run_dir.exists():
-            subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
         overrides = args.overrides + (args.new_overrides if label == "new" else [])
         overrides += analyses_off(sources[label]) if args.transfer_only else []
         runs[label] = run_study(sources[label], run_dir, overrides, args.out / f"{label}.log")
