@@ -23,6 +23,7 @@ from contrastlab.analysis.landscape import (
 )
 from contrastlab.errors import RunDirectoryError
 from contrastlab.models import classifier, linear_classifier, resnet18, tiny_cnn
+from contrastlab.models.batchnorm import fold_batchnorm_differentiable
 
 MEAN = [0.5, 0.4, 0.3]
 STD = [0.25, 0.2, 0.3]
@@ -440,6 +441,32 @@ def test_folded_batchnorm_matches_the_plain_model_and_follows_changes():
         torch.testing.assert_close(folded(images), model(images), rtol=1e-4, atol=1e-5)
 
 
+def test_differentiable_fold_has_the_models_gradients_and_second_derivatives():
+    """fold_batchnorm_differentiable: the same function of the same parameters, so first and
+    second derivatives by autograd agree with conv→BN in eval mode (float64, to rounding)."""
+    model = make_resnet().double()
+    folded = fold_batchnorm_differentiable(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for name, m in folded.named_modules() if "_folded_conv_" not in name)
+    assert {id(p) for p in folded.parameters()} == {id(p) for p in model.parameters()}
+    images, labels = make_batch(n=6, dtype=torch.float64)
+    parameters = list(model.parameters())
+    vector = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64) for i, p in enumerate(parameters)]
+
+    def derivatives(module):
+        loss = F.cross_entropy(module(images), labels)
+        grads = torch.autograd.grad(loss, parameters, create_graph=True)
+        hvp = torch.autograd.grad(grads, parameters, grad_outputs=vector)
+        return loss, grads, hvp
+
+    (loss, grads, hvp), (loss_f, grads_f, hvp_f) = derivatives(model), derivatives(folded)
+    torch.testing.assert_close(loss_f, loss, rtol=1e-12, atol=0)
+    for expected, got in [*zip(grads, grads_f), *zip(hvp, hvp_f)]:
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+    with torch.no_grad():  # no refresh: the view computes its weights from the live parameters
+        model[0].stem[1].weight.mul_(1.7)
+        torch.testing.assert_close(folded(images), model(images), rtol=1e-12, atol=1e-12)
+
+
 def test_an_untraceable_model_is_evaluated_unfolded():
     class DataDependent(nn.Module):
         def __init__(self):
@@ -455,7 +482,7 @@ def test_an_untraceable_model_is_evaluated_unfolded():
     model = DataDependent().eval()
     randomize_batchnorm(model, 0)
     folded, _ = fold_batchnorm(model)
-    assert folded is model
+    assert folded is model and fold_batchnorm_differentiable(model) is model
     images, labels = make_batch()
     directions = random_directions(model, n=1, seed=0)
     curve = loss_surface(model, images, labels, directions, [0.0, 1.0])

@@ -344,8 +344,11 @@ def test_filter_normalization_needs_a_parameter_with_filters():
 
 
 def count_forwards(model: nn.Module) -> list[int]:
+    """Forward passes through ``model``, counted at its last module: the Hessian's BN-folded view
+    calls that module, not ``model.forward``."""
     calls = [0]
-    model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    last = model[-1] if isinstance(model, nn.Sequential) else model
+    last.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     return calls
 
 
@@ -473,6 +476,20 @@ def test_both_views_share_one_forward_pass_per_batch_when_the_graph_is_kept(opti
     for norm in products:
         with hessian_operator(model, images, labels, batch_size=10, normalization=norm, **options) as (matvec, _):
             torch.testing.assert_close(products[norm], torch.stack([matvec(v) for v in vectors[norm]]), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("normalization", ["none", "filter"])
+def test_products_through_the_folded_batchnorm_equal_the_unfolded_ones(normalization):
+    """The operator's forward through fold_batchnorm_differentiable is the same Hessian (float64, to rounding)."""
+    model, (images, labels) = make_conv_bn(), conv_batch()
+    calls = count_forwards(model)
+    products = {}
+    for fold_bn in (True, False):
+        with hessian_operator(model, images, labels, batch_size=10, normalization=normalization, fold_bn=fold_bn) as (matvec, dim):
+            vectors = torch.randn(3, dim, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+            products[fold_bn] = torch.stack([matvec(v) for v in vectors])
+    assert calls[0] == 2 * 3  # both ways ran their forward passes (3 batches each, graphs kept)
+    torch.testing.assert_close(products[True], products[False], rtol=1e-10, atol=1e-13)
 
 
 def test_shared_operators_restore_the_model_and_check_their_normalizations():
