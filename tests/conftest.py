@@ -54,3 +54,26 @@ def reports_render_in_process(monkeypatch):
     from contrastlab.report import figure_writer
 
     monkeypatch.setattr(figure_writer, "default_workers", lambda: 1)
+
+
+@pytest.fixture(scope="session")
+def shared_micro_study(tmp_path_factory):
+    """One micro study (helpers.MICRO_STUDY with its report, on helpers.SHARED_STUDY_THREADS torch
+    threads) per test session instead of one per module: tests/test_study.py and
+    tests/test_representation_stage.py run that very study. Under pytest-xdist the workers share it
+    through the session's common temporary folder: the first to take the lock runs it, the others
+    wait and reuse it.
+
+    Returns the folder holding it (``run/`` and ``summary.json``), which is READ-ONLY: tests get their
+    own copy, ``helpers.copy_of_shared_study(folder, dest)``, as several of them change their run
+    directory (reruns, --force, deleted units, reports rebuilt)."""
+    from filelock import FileLock
+
+    from helpers import run_shared_micro_study
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # an xdist worker: its basetemp is the session's, per worker
+        base = base.parent
+    root = base / "shared-micro-study"
+    with FileLock(str(root) + ".lock"):
+        return run_shared_micro_study(root)

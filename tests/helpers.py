@@ -38,6 +38,62 @@ def micro_config(*overrides: str, preset: str = "quick"):
     return load_config(preset, MICRO_STUDY + list(overrides))
 
 
+# The micro study as several modules use it whole (tests/conftest.py's shared_micro_study):
+# MICRO_STUDY as is, with its report, on this many torch threads (its numbers depend on the count).
+SHARED_STUDY_THREADS = 1
+SHARED_SUMMARY = "summary.json"  # next to the run, written last: the run is complete once it exists
+
+
+def run_shared_micro_study(root):
+    """Run the micro study into ``root/run`` unless a complete run is there already; return ``root``.
+
+    The caller holds a lock on ``root``. The study runs on SHARED_STUDY_THREADS torch threads (the
+    previous count is restored) and its summary's ``ran``, ``skipped`` and ``report`` go to
+    ``root/summary.json``; a run without that file (a failed earlier attempt) is started afresh."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    import torch
+
+    from contrastlab.study.runner import run_study
+
+    root = Path(root)
+    if (root / SHARED_SUMMARY).exists():
+        return root
+    shutil.rmtree(root / "run", ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(SHARED_STUDY_THREADS)
+    try:
+        summary = run_study(micro_config(), root / "run")
+    finally:
+        torch.set_num_threads(threads)
+    report = None if summary.report is None else str(Path(summary.report).relative_to(root / "run"))
+    record = {"ran": summary.ran, "skipped": summary.skipped, "report": report, "seconds": summary.seconds,
+              "threads": SHARED_STUDY_THREADS}
+    (root / (SHARED_SUMMARY + ".tmp")).write_text(json.dumps(record, indent=1))
+    (root / (SHARED_SUMMARY + ".tmp")).replace(root / SHARED_SUMMARY)
+    return root
+
+
+def copy_of_shared_study(root, dest):
+    """A private copy of the shared micro study at ``dest``, and its StudySummary (run_dir: ``dest``).
+
+    copy2 keeps the files' mtimes (and copytree the folders'): the manifests check size, mtime and sha256."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from contrastlab.study.runner import StudySummary
+
+    root, dest = Path(root), Path(dest)
+    shutil.copytree(root / "run", dest, copy_function=shutil.copy2)
+    record = json.loads((root / SHARED_SUMMARY).read_text())
+    report = None if record["report"] is None else dest / record["report"]
+    return StudySummary(run_dir=dest, report=report, ran=record["ran"], skipped=record["skipped"], seconds=record["seconds"])
+
+
 def run_single_stage(config, kind: str, out, *, method=None, seed=0, task=0, inputs=None, device=None):
     """Run one stage on its own into ``out`` (as ``contrastlab finetune/analyze`` do); return ``out``."""
     from pathlib import Path

@@ -14,8 +14,7 @@ from contrastlab.config_checks import trajectory_epochs
 from contrastlab.errors import ConfigError
 from contrastlab.models import build_encoder
 from contrastlab.study.plan import plan_units
-from contrastlab.study.runner import run_study
-from helpers import MICRO_STUDY, run_cli
+from helpers import MICRO_STUDY, copy_of_shared_study, run_cli
 from test_foreign import solo_learn_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -34,15 +33,9 @@ def micro_config():
 
 
 @pytest.fixture(scope="module")
-def finished_study(micro_config, tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_dir = tmp_path_factory.mktemp("representation") / "run"
-        run_study(micro_config, run_dir, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    return run_dir
+def finished_study(shared_micro_study, tmp_path_factory):
+    """The session's micro study (tests/conftest.py: the same config, one torch thread), this module's own copy."""
+    return copy_of_shared_study(shared_micro_study, tmp_path_factory.mktemp("representation") / "run").run_dir
 
 
 def test_plan_has_the_new_units(micro_config):

@@ -17,7 +17,7 @@ from contrastlab.report.build import summary_text
 from contrastlab.study.plan import plan_units
 from contrastlab.study.runner import run_study
 from contrastlab.study.units import prepare_unit_folder
-from helpers import MICRO_STUDY
+from helpers import MICRO_STUDY, copy_of_shared_study
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +28,10 @@ def micro_config():
 
 
 @pytest.fixture(scope="module")
-def finished_study(micro_config, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("study") / "run"
-    summary = run_study(micro_config, run_dir)
-    return run_dir, summary
+def finished_study(shared_micro_study, tmp_path_factory):
+    """The session's micro study (tests/conftest.py: the same config, one torch thread), this module's own copy."""
+    summary = copy_of_shared_study(shared_micro_study, tmp_path_factory.mktemp("study") / "run")
+    return summary.run_dir, summary
 
 
 def result_numbers(run_dir: Path) -> dict[str, object]:
