@@ -122,7 +122,7 @@ SMOKE = Sizes(
     attack_eps=(8 / 255,), pgd_steps=2, study_timeout=240, study_threads=1,
     data={"cifar10_train_per_class": 10, "cifar10_test_per_class": 2,
           "cifar100_train_per_class": 4, "cifar100_test_per_class": 2},
-    study=["seeds=[0]", "data.tasks=[[0,1,2,3,4]]", "model.width=2", "data.image_size=8",
+    study=["seeds=[0]", "data.tasks=[[0,1,2,3,4]]", "methods=[simclr]", "model.width=2", "data.image_size=8",
            "data.pretrain_per_class=10", "pretrain.epochs=1", "pretrain.batch_size=50", "finetune.epochs=1",
            "analysis.landscape.grid=3", "analysis.landscape.samples=10", "analysis.sharpness.samples=10",
            "analysis.sharpness.iters=2", "analysis.sharpness.trace_samples=3", "analysis.robustness.eps_255=[0,8]",
