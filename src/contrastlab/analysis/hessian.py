@@ -8,7 +8,7 @@ pass through them (PyHessian does this for a single batch); otherwise each produ
 them batch by batch. The numbers are the same either way. The forward pass runs through
 :func:`~contrastlab.models.batchnorm.fold_batchnorm_differentiable` (each conv→BN pair one
 convolution whose weights are computed from W, γ and β): the same function of the same
-parameters in eval mode, ~28% faster per product on a CIFAR ResNet-18 (float rounding aside).
+parameters in eval mode, 21–28% less time per product on a CIFAR ResNet-18 (float rounding aside).
 
 :func:`hessian_operators` serves several normalizations (raw H and filter-normalized S H S)
 from one set of graphs; :func:`hessian_operator` is its single-normalization form.

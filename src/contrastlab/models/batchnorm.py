@@ -125,7 +125,7 @@ def fold_batchnorm_differentiable(module: nn.Module) -> nn.Module:
     The view shares every parameter and buffer with ``module`` and needs no refresh: gradients,
     and second derivatives, with respect to ``module``'s parameters are those of ``module`` in
     eval mode up to float rounding, at the cost of one convolution instead of a convolution and
-    a pass of BN over its output (~28% less per Hessian-vector product of a CIFAR ResNet-18 on the
+    a pass of BN over its output (21–28% less per Hessian-vector product of a CIFAR ResNet-18 on the
     CPU). A module that torch.fx cannot trace comes back unchanged.
     """
     return _replace_conv_bn_pairs(module, FoldedConvBN)[0]
