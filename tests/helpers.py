@@ -50,13 +50,13 @@ def run_shared_micro_study(root):
     The caller holds a lock on ``root``. The study runs on SHARED_STUDY_THREADS torch threads (the
     previous count is restored) and its summary's ``ran``, ``skipped`` and ``report`` go to
     ``root/summary.json``; a run without that file (a failed earlier attempt) is started afresh."""
-    import json
     import shutil
     from pathlib import Path
 
     import torch
 
     from contrastlab.study.runner import run_study
+    from contrastlab.utils.io import write_json
 
     root = Path(root)
     if (root / SHARED_SUMMARY).exists():
@@ -72,8 +72,7 @@ def run_shared_micro_study(root):
     report = None if summary.report is None else str(Path(summary.report).relative_to(root / "run"))
     record = {"ran": summary.ran, "skipped": summary.skipped, "report": report, "seconds": summary.seconds,
               "threads": SHARED_STUDY_THREADS}
-    (root / (SHARED_SUMMARY + ".tmp")).write_text(json.dumps(record, indent=1))
-    (root / (SHARED_SUMMARY + ".tmp")).replace(root / SHARED_SUMMARY)
+    write_json(root / SHARED_SUMMARY, record)  # atomic: the file exists only once the run is complete
     return root
 
 
@@ -81,15 +80,15 @@ def copy_of_shared_study(root, dest):
     """A private copy of the shared micro study at ``dest``, and its StudySummary (run_dir: ``dest``).
 
     copy2 keeps the files' mtimes (and copytree the folders'): the manifests check size, mtime and sha256."""
-    import json
     import shutil
     from pathlib import Path
 
     from contrastlab.study.runner import StudySummary
+    from contrastlab.utils.io import read_json
 
     root, dest = Path(root), Path(dest)
     shutil.copytree(root / "run", dest, copy_function=shutil.copy2)
-    record = json.loads((root / SHARED_SUMMARY).read_text())
+    record = read_json(root / SHARED_SUMMARY)
     report = None if record["report"] is None else dest / record["report"]
     return StudySummary(run_dir=dest, report=report, ran=record["ran"], skipped=record["skipped"], seconds=record["seconds"])
 
