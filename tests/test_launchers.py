@@ -278,6 +278,52 @@ def test_local_scheduler_respects_dependencies_and_the_job_limit(tmp_path):
     assert {t[2] for t in times.values()} == {threads_per_job(JOBS)}
 
 
+def environment_run(unit: Unit, config, run_dir: Path, progress: bool = False) -> float:
+    """A stand-in unit runner: records the worker's environment variable CONTRASTLAB_TEST_MARK and
+    whether torch was imported before the unit ran (forked from the server) or not (spawned)."""
+    folder = unit.folder(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "env.json").write_text(json.dumps([os.environ.get("CONTRASTLAB_TEST_MARK"), os.getpid()]))
+    write_manifest(folder, {"unit": unit.id, "kind": unit.kind, "key": unit.key})
+    return 0.0
+
+
+def test_local_workers_see_the_environment_of_the_moment_their_pool_starts(tmp_path, monkeypatch):
+    # The fork server of this process may have started long ago, with another environment.
+    config = micro_config("launcher.kind=local", "launcher.jobs=1")
+    for mark in ("first", "second"):
+        monkeypatch.setenv("CONTRASTLAB_TEST_MARK", mark)
+        units = [Unit("finetune", f"{mark}-unit", f"key-{mark}")]
+        assert run_units(units, config, tmp_path, runner=environment_run) == [f"{mark}-unit"]
+        seen, pid = json.loads((tmp_path / f"{mark}-unit" / "env.json").read_text())
+        assert seen == mark and pid != os.getpid()
+    monkeypatch.delenv("CONTRASTLAB_TEST_MARK")
+    assert run_units([Unit("finetune", "none", "key-none")], config, tmp_path, runner=environment_run) == ["none"]
+    assert json.loads((tmp_path / "none" / "env.json").read_text())[0] is None
+
+
+def test_worker_context_is_a_fork_server_that_has_imported_the_stages():
+    import multiprocessing as mp
+
+    from contrastlab.utils.workers import worker_context
+
+    context = worker_context()
+    if "forkserver" not in mp.get_all_start_methods():
+        assert context.get_start_method() == "spawn"
+        return
+    assert context.get_start_method() == "forkserver"
+    with context.Pool(1) as pool:
+        imported = pool.apply(_imported, (["torch", "contrastlab.study.units", "matplotlib.figure"],))
+    assert imported == [True, True, True]
+
+
+def _imported(modules: list[str]) -> list[bool]:
+    """In a worker, before it imports anything itself: which of ``modules`` it has already."""
+    import sys
+
+    return [name in sys.modules for name in modules]
+
+
 def test_local_failure_stops_scheduling_names_the_unit_and_resumes(tmp_path):
     config = micro_config("launcher.kind=local", "launcher.jobs=1")  # one at a time: a, b, c fails; d, e never start
     units = toy_units()

@@ -49,15 +49,18 @@ def study(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show the progress display"),
 ) -> None:
     """Run the whole study: pretrain -> probes -> analyses -> report. Resumes after any interruption."""
-    from .study.runner import run_study
-
     overrides = list(set_)
     if launcher is not None:
         overrides.append(f"launcher.kind={launcher}")
     if jobs is not None:
         overrides.append(f"launcher.jobs={jobs}")
     config = load_config(preset, overrides)
+    if config.launcher.kind == "local":
+        from .utils.workers import start_server
+
+        start_server()  # the workers' server imports torch and the stages while this process does
     from .distributed import init_from_env, rank
+    from .study.runner import run_study
 
     init_from_env(config.device)  # under torchrun: join the process group
     summary = run_study(config, out, force=force, progress=progress and rank() == 0)

@@ -73,8 +73,9 @@ def build_report(run_dir: str | Path, compare: str | Path | None = None, *, work
     ``compare`` (another run directory), add a section comparing this run's headline numbers with its.
 
     ``workers`` processes render the figures (None: a few, see :class:`FigureWriter`; 1: all in this
-    process). They are started with "spawn", so a script calling this with more than one worker
-    needs the usual ``if __name__ == "__main__":`` guard."""
+    process). They start with a fork server (or "spawn"), both of which import the calling script
+    as a module, so a script calling this with more than one worker needs the usual
+    ``if __name__ == "__main__":`` guard."""
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     if run.study is None and not any(run.units.values()):

@@ -1,10 +1,10 @@
-"""The local backend: a pool of ``launcher.jobs`` spawned worker processes on this machine, the
-CPU cores shared out evenly among them and, with GPUs, one GPU each (round-robin)."""
+"""The local backend: a pool of ``launcher.jobs`` worker processes on this machine (forked from a
+server that has imported the stages, :mod:`contrastlab.utils.workers`), the CPU cores shared out
+evenly among them and, with GPUs, one GPU each (round-robin)."""
 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -13,6 +13,7 @@ from typing import Any
 
 from ...config import StudyConfig
 from ...errors import ContrastlabError
+from ...utils.workers import adopt_environment, worker_context
 from ..plan import Unit
 from .loop import Backend, Outcome, UnitRunner, exception_failure
 
@@ -49,8 +50,10 @@ def gpu_slots(jobs: int, device: str) -> list[str] | None:
     return [ids[i % len(ids)] for i in range(jobs)]
 
 
-def _init_worker(threads: int, gpus: Any, log_level: int) -> None:
-    """Runs first in every worker: pin a GPU before CUDA starts, share out the CPU threads."""
+def _init_worker(threads: int, gpus: Any, log_level: int, environ: dict[str, str]) -> None:
+    """Runs first in every worker: the study's environment, a GPU pinned before CUDA starts, the
+    CPU threads shared out."""
+    adopt_environment(environ)
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus.get()
     import torch
@@ -60,7 +63,7 @@ def _init_worker(threads: int, gpus: Any, log_level: int) -> None:
 
 
 class LocalPool(Backend):
-    """``launcher.jobs`` spawned worker processes, each with its threads and GPU."""
+    """``launcher.jobs`` worker processes, each with its threads and GPU."""
 
     def __init__(self, config: StudyConfig, run_dir: Path, runner: UnitRunner):
         self.config, self.run_dir, self.runner = config, run_dir, runner
@@ -71,7 +74,7 @@ class LocalPool(Backend):
         self.order: dict[str, int] = {}
 
     def __enter__(self) -> "LocalPool":
-        context = mp.get_context("spawn")  # fork would copy torch's thread pools and any CUDA state
+        context = worker_context()  # not plain fork: it would copy torch's thread pools and any CUDA state
         slots = gpu_slots(self.limit, self.config.device)
         gpus = None
         if slots is not None:
@@ -82,7 +85,7 @@ class LocalPool(Backend):
         log.info("local launcher: %d workers, %d threads each%s", self.limit, threads,
                  f", GPUs {','.join(slots)}" if slots else "")
         self.pool = ProcessPoolExecutor(max_workers=self.limit, mp_context=context, initializer=_init_worker,
-                                        initargs=(threads, gpus, logging.getLogger().getEffectiveLevel()))
+                                        initargs=(threads, gpus, logging.getLogger().getEffectiveLevel(), dict(os.environ)))
         return self
 
     def __exit__(self, *exc: Any) -> None:

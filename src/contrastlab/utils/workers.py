@@ -1,0 +1,46 @@
+"""Worker processes, forked from a server that has imported what they need.
+
+A spawned worker is a fresh interpreter that imports torch and the stages (~2 s) or matplotlib
+before its first task, and every pool pays that again. multiprocessing's "forkserver" imports
+them once, in a process that runs no torch code, and forks each worker from it: no OpenMP thread
+pool or CUDA state is copied (why plain "fork" is unsafe once torch has computed). The server
+starts with the first pool of this process and serves every later one. Where there is no fork
+server (Windows), workers are spawned.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Mapping
+from multiprocessing.context import BaseContext
+
+# What the workers of this package import: the stages (torch with them) and the report's renderer.
+# One list for every pool: the server is started once per process and keeps its imports.
+PRELOAD = ("contrastlab.study.launchers", "matplotlib.figure", "matplotlib.backends.backend_agg")
+
+
+def worker_context() -> BaseContext:
+    """The multiprocessing context for worker pools: "forkserver" (preloading :data:`PRELOAD`;
+    a module that fails to import is skipped by multiprocessing) where there is one, else "spawn"."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(list(PRELOAD))  # no effect once the server runs: it has them
+    return context
+
+
+def start_server() -> None:
+    """Start the fork server now (where there is one), so that its imports overlap the caller's."""
+    if worker_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def adopt_environment(environ: Mapping[str, str]) -> None:
+    """In a worker: take the environment of the process that made the pool. A forked worker has
+    the server's, as it was when the server started; a spawned one has it already."""
+    if dict(os.environ) != dict(environ):
+        os.environ.clear()
+        os.environ.update(environ)
