@@ -75,3 +75,15 @@ def test_a_figure_a_worker_cannot_write_is_one_error_naming_it(by_workers, tmp_p
     assert not (folder / "broken.png").exists()
     with pytest.raises(FigureError, match=r"figure broken\.png"):  # the same error when written here
         FigureWriter(1).submit(broken_plot(), tmp_path / "broken.png")
+
+
+def test_renderers_fork_from_a_running_server_and_are_spawned_otherwise(monkeypatch):
+    import multiprocessing as mp
+
+    from contrastlab.utils import workers
+
+    monkeypatch.setattr(workers, "_server_used", False)  # a report on its own: no server to wait for
+    assert workers.light_worker_context().get_start_method() == "spawn"
+    monkeypatch.setattr(workers, "_server_used", True)  # in a study: the launcher's server runs
+    expected = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    assert workers.light_worker_context().get_start_method() == expected

@@ -1,11 +1,11 @@
 """The report's figures written as PNG files, in worker processes while the report goes on drawing.
 
 Rendering (``savefig``) is most of a report's time and each figure is independent of the others,
-so a figure is pickled in the parent and a worker writes it. The workers are forked from the
-server of :func:`contrastlab.utils.workers.worker_context`, which has matplotlib imported already
-(not plain fork: the parent may have run torch's OpenMP code, and libgomp is not fork-safe). This
-module imports neither torch nor matplotlib. With one worker the figures are written at once in
-the calling process.
+so a figure is pickled in the parent and a worker writes it. In a study the workers are forked
+from the server the local launcher started, which has matplotlib imported already; alone they are
+spawned (:func:`contrastlab.utils.workers.light_worker_context`). Never plain fork: the parent may
+have run torch's OpenMP code, and libgomp is not fork-safe. This module imports neither torch nor
+matplotlib. With one worker the figures are written at once in the calling process.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import NoReturn
 
 from ..errors import ContrastlabError
 from ..utils.io import atomic_path
-from ..utils.workers import worker_context
+from ..utils.workers import light_worker_context
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class FigureWriter:
     def _start(self) -> None:
         if self.workers <= 1 or self._pool is not None:
             return
-        self._pool = ProcessPoolExecutor(self.workers, mp_context=worker_context(), initializer=_start_worker)
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=light_worker_context(), initializer=_start_worker)
         # The pool starts a worker per task submitted while none is idle: start all of them now, so
         # that their start-up overlaps the parent's reading and drawing.
         for _ in range(self.workers):

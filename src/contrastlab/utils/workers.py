@@ -19,15 +19,26 @@ from multiprocessing.context import BaseContext
 # One list for every pool: the server is started once per process and keeps its imports.
 PRELOAD = ("contrastlab.study.launchers", "matplotlib.figure", "matplotlib.backends.backend_agg")
 
+_server_used = False  # whether this process has asked for the fork server (its first pool starts it)
+
 
 def worker_context() -> BaseContext:
     """The multiprocessing context for worker pools: "forkserver" (preloading :data:`PRELOAD`;
     a module that fails to import is skipped by multiprocessing) where there is one, else "spawn"."""
+    global _server_used
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     context = mp.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))  # no effect once the server runs: it has them
+    _server_used = True
     return context
+
+
+def light_worker_context() -> BaseContext:
+    """For workers that need little (the report's renderers): the fork server when this process
+    has started it already (a study), else "spawn". A first pool from the server waits for its
+    imports (~2 s) before its first worker exists; spawned workers import meanwhile."""
+    return worker_context() if _server_used else mp.get_context("spawn")
 
 
 def start_server() -> None:
