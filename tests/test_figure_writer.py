@@ -78,12 +78,10 @@ def test_a_figure_a_worker_cannot_write_is_one_error_naming_it(by_workers, tmp_p
 
 
 def test_renderers_fork_from_a_running_server_and_are_spawned_otherwise(monkeypatch):
-    import multiprocessing as mp
-
     from contrastlab.utils import workers
 
     monkeypatch.setattr(workers, "_server_used", False)  # a report on its own: no server to wait for
     assert workers.light_worker_context().get_start_method() == "spawn"
     monkeypatch.setattr(workers, "_server_used", True)  # in a study: the launcher's server runs
-    expected = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    expected = "forkserver" if workers.has_fork_server() else "spawn"
     assert workers.light_worker_context().get_start_method() == expected

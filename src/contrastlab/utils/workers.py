@@ -4,14 +4,15 @@ A spawned worker is a fresh interpreter that imports torch and the stages (~2 s)
 before its first task, and every pool pays that again. multiprocessing's "forkserver" imports
 them once, in a process that runs no torch code, and forks each worker from it: no OpenMP thread
 pool or CUDA state is copied (why plain "fork" is unsafe once torch has computed). The server
-starts with the first pool of this process and serves every later one. Where there is no fork
-server (Windows), workers are spawned.
+starts with the first pool of this process and serves every later one. On Linux only: elsewhere
+workers are spawned (:func:`has_fork_server`).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 from collections.abc import Mapping
 from multiprocessing.context import BaseContext
 
@@ -22,11 +23,17 @@ PRELOAD = ("contrastlab.study.launchers", "matplotlib.figure", "matplotlib.backe
 _server_used = False  # whether this process has asked for the fork server (its first pool starts it)
 
 
+def has_fork_server() -> bool:
+    """Linux only: macOS's system frameworks (loaded by torch) are not safe to fork, which is why
+    Python spawns there by default; Windows has no fork at all."""
+    return sys.platform.startswith("linux") and "forkserver" in mp.get_all_start_methods()
+
+
 def worker_context() -> BaseContext:
     """The multiprocessing context for worker pools: "forkserver" (preloading :data:`PRELOAD`;
-    a module that fails to import is skipped by multiprocessing) where there is one, else "spawn"."""
+    a module that fails to import is skipped by multiprocessing) on Linux, else "spawn"."""
     global _server_used
-    if "forkserver" not in mp.get_all_start_methods():
+    if not has_fork_server():
         return mp.get_context("spawn")
     context = mp.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))  # no effect once the server runs: it has them

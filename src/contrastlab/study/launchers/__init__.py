@@ -13,7 +13,7 @@ their ``done.json``, so running the same command again resumes the study. The ba
 
 - ``sequential``: one unit at a time in this process, with the study's progress display.
 - ``local``: a pool of ``launcher.jobs`` worker processes (forked from a server that has
-  imported the stages; spawned where there is none); each worker gets ``cpus // jobs`` torch
+  imported the stages, on Linux; spawned elsewhere); each worker gets ``cpus // jobs`` torch
   threads and, on a machine with GPUs, its own GPU (round-robin).
 - ``slurm``: one submitit job per unit. A Slurm executor gets every unit at once, in plan
   order, a dependent job waiting in the queue (``--dependency=afterok:<job ids>``) until its
