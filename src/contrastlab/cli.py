@@ -7,6 +7,7 @@ as one line on stderr with a non-zero exit status, never as a traceback.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -55,7 +56,7 @@ def study(
     if jobs is not None:
         overrides.append(f"launcher.jobs={jobs}")
     config = load_config(preset, overrides)
-    if config.launcher.kind == "local":
+    if config.launcher.kind == "local" and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # torchrun's ranks run no pool
         from .utils.workers import start_server
 
         start_server()  # the workers' server imports torch and the stages while this process does
