@@ -23,8 +23,8 @@ from ..utils.io import write_text
 from . import html as h
 from .context import ReportContext, RunInfo, load_run, order_methods
 from .figure_writer import FigureWriter
-log = logging.getLogger(__name__)
 
+log = logging.getLogger(__name__)
 
 
 def _sections() -> tuple:
