@@ -118,7 +118,22 @@ def gains(accuracy: dict) -> dict[str, dict[tuple[int, str], float]]:
 def paired(new: dict, ref: dict) -> dict:
     """Mean of new − ref over the shared keys, with a 95% t-interval."""
     keys = sorted(set(new) & set(ref))
-    diff = np.array([new[k] - ref[k] for k in keys])
+    return t_interval(np.array([new[k] - ref[k] for k in keys]))
+
+
+def paired_by_seed(new: dict, ref: dict) -> dict:
+    """As :func:`paired`, but over seeds: each seed's differences averaged over its tasks first.
+
+    The probes of one seed share one pretraining run, so its tasks are not independent pairs;
+    the seeds are. This is the interval to read when a change alters pretraining."""
+    by_seed: dict = defaultdict(list)
+    for key in set(new) & set(ref):
+        by_seed[key[0]].append(new[key] - ref[key])
+    return t_interval(np.array([statistics.fmean(by_seed[seed]) for seed in sorted(by_seed)]))
+
+
+def t_interval(diff: np.ndarray) -> dict:
+    """Mean of ``diff`` with a 95% t-interval (None bounds below two values)."""
     if len(diff) < 2:
         return {"n": len(diff), "mean": float(diff.mean()) if len(diff) else None, "low": None, "high": None}
     half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
@@ -158,7 +173,8 @@ def main() -> None:
     ratio = runs["new"]["wall_s"] / runs["ref"]["wall_s"]
     methods = [m for m in ("simclr", "supcon", "supce") if m in gain["new"] or m in gain["ref"]]
     transfer = {m: {"ref": statistics.fmean(gain["ref"][m].values()), "new": statistics.fmean(gain["new"][m].values()),
-                    "new_minus_ref": paired(gain["new"][m], gain["ref"][m])} for m in methods}
+                    "new_minus_ref": paired(gain["new"][m], gain["ref"][m]),
+                    "new_minus_ref_by_seed": paired_by_seed(gain["new"][m], gain["ref"][m])} for m in methods}
     kinds = sorted(set(seconds["ref"]) | set(seconds["new"]), key=lambda k: -max(seconds["ref"].get(k, 0), seconds["new"].get(k, 0)))
 
     env = environment("cpu")
@@ -174,12 +190,17 @@ def main() -> None:
         + [[f"{kind} (unit seconds)", f"{seconds['ref'].get(kind, 0):.1f}", f"{seconds['new'].get(kind, 0):.1f}", ""] for kind in kinds],
         "lrrr"))
     lines += ["", "Transfer: probe accuracy gain over the random-init encoder (points, mean over seeds × tasks); "
-              "paired difference this version − reference with a 95% t-interval over the (seed, task) pairs:", ""]
+              "paired difference this version − reference with a 95% t-interval over the (seed, task) pairs, and "
+              "over the seeds (each seed's tasks averaged first: they share a pretraining run, so this is the "
+              "interval to read when pretraining changed):", ""]
+
+    def interval(d: dict) -> str:
+        return f"{d['mean']:+.1f} [{fmt(d['low'])}, {fmt(d['high'])}]" if d["low"] is not None else f"{d['mean']:+.1f}"
+
     lines.append(markdown_table(
-        ["method", "reference", "this version", "difference [95% CI]", "pairs"],
-        [[m, f"{t['ref']:+.1f}", f"{t['new']:+.1f}",
-          f"{t['new_minus_ref']['mean']:+.1f} [{fmt(t['new_minus_ref']['low'])}, {fmt(t['new_minus_ref']['high'])}]",
-          t["new_minus_ref"]["n"]] for m, t in transfer.items()], "lrrrr"))
+        ["method", "reference", "this version", "difference [95% CI], pairs", "pairs", "difference [95% CI], seeds", "seeds"],
+        [[m, f"{t['ref']:+.1f}", f"{t['new']:+.1f}", interval(t["new_minus_ref"]), t["new_minus_ref"]["n"],
+          interval(t["new_minus_ref_by_seed"]), t["new_minus_ref_by_seed"]["n"]] for m, t in transfer.items()], "lrrrrrr"))
     results = {"reference": args.reference, "order": args.order, "overrides": args.overrides, "new_overrides": args.new_overrides,
                "transfer_only": args.transfer_only,
                "runs": runs, "ratio": ratio, "unit_seconds": seconds, "transfer": transfer,

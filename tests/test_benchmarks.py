@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +63,23 @@ def test_gpu_benchmark_cpu_smoke_writes_every_field(tmp_path):
     assert all(isinstance(target["met"], bool) for target in targets.values())
     assert targets["micro_study_all_cuda"]["met"] is False  # the CPU is not cuda
     assert "full paper grid" in markdown and "| pretrain simclr |" in markdown
+
+
+def test_quick_study_transfer_intervals_pair_by_seed(monkeypatch):
+    """The quick-study benchmark's seed-level interval averages each seed's tasks before the t-interval."""
+    from scipy import stats
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    quick_study = __import__("quick_study")
+    new = {(0, "a"): 10.0, (0, "b"): 14.0, (1, "a"): 3.0, (1, "b"): 5.0, (2, "a"): 8.0, (2, "b"): 6.0, (3, "a"): 1.0}
+    ref = {(0, "a"): 9.0, (0, "b"): 11.0, (1, "a"): 4.0, (1, "b"): 4.0, (2, "a"): 2.0, (2, "b"): 6.0}  # (3, "a") unpaired
+
+    seed_means = [2.0, 0.0, 3.0]  # seed 0: (1 + 3)/2, seed 1: (-1 + 1)/2, seed 2: (6 + 0)/2
+    half = stats.t.ppf(0.975, 2) * statistics.stdev(seed_means) / math.sqrt(3)
+    by_seed = quick_study.paired_by_seed(new, ref)
+    assert by_seed["n"] == 3 and by_seed["mean"] == pytest.approx(statistics.fmean(seed_means))
+    assert (by_seed["low"], by_seed["high"]) == pytest.approx((statistics.fmean(seed_means) - half, statistics.fmean(seed_means) + half))
+
+    pairs = quick_study.paired(new, ref)
+    assert pairs["n"] == 6 and pairs["mean"] == pytest.approx(10 / 6)
+    assert quick_study.paired_by_seed({(0, "a"): 1.0}, {(0, "a"): 0.0}) == {"n": 1, "mean": 1.0, "low": None, "high": None}
