@@ -24,6 +24,7 @@ from contrastlab.analysis.sharpness import (
     hessian_trace,
     lanczos_top_eigenvalues,
     stochastic_trace,
+    stochastic_traces,
 )
 from contrastlab.models import classifier, linear_classifier, tiny_cnn
 
@@ -178,6 +179,70 @@ def test_hutch_plus_plus_is_exact_once_the_sketch_spans_the_space():
     low_rank = factor[:, :2] @ factor[:, :2].T
     estimate = stochastic_trace(lambda v: low_rank @ v, 12, samples=9, dtype=torch.float64)
     assert estimate.value == pytest.approx(low_rank.trace().item(), rel=1e-10)
+
+
+def hutch_plus_plus_from_the_formula(matrix: torch.Tensor, weight: torch.Tensor, samples: int, seed: int) -> float:
+    """tr(diag(w)·A) ≈ tr(Qᵀ diag(w) A Q) + mean gᵢᵀ(I−P) diag(w) A (I−P)gᵢ, Q = orth(A·S), P = QQᵀ, written
+    densely; probes drawn as the kernel draws them (one CPU generator: the sketch S first, then the gᵢ)."""
+    dim, sketch_size = matrix.shape[0], samples // 3
+    generator = torch.Generator().manual_seed(seed)
+    sketch = (torch.randint(0, 2, (sketch_size, dim), generator=generator, dtype=torch.int8) * 2 - 1).double()
+    probes = (torch.randint(0, 2, (samples - 2 * sketch_size, dim), generator=generator, dtype=torch.int8) * 2 - 1).double()
+    q = torch.linalg.qr(matrix @ sketch.T).Q
+    projector = torch.eye(dim, dtype=torch.float64) - q @ q.T
+    weighted = torch.diag(weight) @ matrix
+    head = torch.trace(q.T @ weighted @ q)
+    tail = torch.stack([g @ projector @ weighted @ projector @ g for g in probes]).mean()
+    return float(head + tail)
+
+
+def spiked_matrix(dim: int = 30, seed: int = 3) -> torch.Tensor:
+    """A symmetric matrix with a few large eigenvalues, like a trained network's Hessian."""
+    generator = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64)).Q
+    spectrum = torch.cat([torch.tensor([40.0, 25.0, 10.0], dtype=torch.float64), torch.randn(dim - 3, generator=generator, dtype=torch.float64)])
+    return basis @ torch.diag(spectrum) @ basis.T
+
+
+def test_weighted_traces_follow_the_formula_and_share_the_plain_traces_products():
+    matrix = spiked_matrix()
+    weight = torch.rand(30, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 2
+    calls = [0]
+
+    def matvec(v):
+        calls[0] += 1
+        return matrix @ v
+
+    plain, weighted = stochastic_traces(matvec, 30, samples=9, seed=7, dtype=torch.float64, weights=(None, weight))
+    assert calls[0] == 9 == plain.matvecs == weighted.matvecs  # one set of products for both
+    assert plain == stochastic_trace(lambda v: matrix @ v, 30, samples=9, seed=7, dtype=torch.float64)
+    assert weighted.value == pytest.approx(hutch_plus_plus_from_the_formula(matrix, weight, 9, 7), rel=1e-10)
+    assert plain.value == pytest.approx(hutch_plus_plus_from_the_formula(matrix, torch.ones(30, dtype=torch.float64), 9, 7), rel=1e-10)
+    with pytest.raises(LandscapeInputError, match="shape"):
+        stochastic_traces(matvec, 30, samples=9, weights=(torch.ones(29),))
+
+
+@pytest.mark.parametrize("method, samples", [("hutch++", 36), ("hutchinson", None)])
+def test_weighted_traces_are_exact_when_they_can_be(method, samples):
+    """Hutch++ once its sketch spans the space; Hutchinson on a diagonal operator (vᵀ diag(w) D v = Σ wᵢdᵢ)."""
+    weight = torch.linspace(0.0, 2.0, 12, dtype=torch.float64)
+    if method == "hutch++":
+        factor = torch.randn(12, 12, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        matrix = factor @ factor.T - 5 * torch.eye(12, dtype=torch.float64)
+    else:
+        matrix, samples = torch.diag(torch.linspace(-1.0, 3.0, 12, dtype=torch.float64)), 3
+    _, weighted = stochastic_traces(lambda v: matrix @ v, 12, samples=samples, method=method, dtype=torch.float64, weights=(None, weight))
+    assert weighted.value == pytest.approx((weight * matrix.diagonal()).sum().item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("method", ["hutch++", "hutchinson"])
+def test_weighted_traces_are_unbiased(method):
+    matrix = spiked_matrix()
+    weight = torch.rand(30, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 2
+    exact = (weight * matrix.diagonal()).sum().item()
+    values = np.array([stochastic_traces(lambda v: matrix @ v, 30, samples=6, seed=seed, method=method, dtype=torch.float64,
+                                         weights=(weight,))[0].value for seed in range(400)])
+    assert abs(values.mean() - exact) < 4 * values.std(ddof=1) / np.sqrt(len(values))
 
 
 # --------------------------------------------------------------------------- state left untouched
@@ -448,9 +513,16 @@ def test_shared_graphs_give_the_separate_calls_numbers(dtype, rtol, keep_graph):
         assert isinstance(top, EigenEstimate) and isinstance(trace, TraceEstimate)
         np.testing.assert_allclose(top.values, separate[norm][0].values, rtol=rtol)
         assert top.iterations == separate[norm][0].iterations
-        assert trace.value == pytest.approx(separate[norm][1].value, rel=rtol)
-        assert trace.std_error == pytest.approx(separate[norm][1].std_error, rel=100 * rtol)
-        assert trace.matvecs == separate[norm][1].matvecs
+        assert trace.matvecs == separate["none"][1].matvecs
+    raw = shared["none"].trace
+    assert raw.value == pytest.approx(separate["none"][1].value, rel=rtol)
+    assert raw.std_error == pytest.approx(separate["none"][1].std_error, rel=100 * rtol)
+    # The filter-normalized trace comes from the raw trace's products: tr(S H S) = tr(diag(S²) H),
+    # here against the formula on the dense Hessian (S² zero on BN γ, β and the bias).
+    hessian = exact_hessian(model.double(), images.double(), labels)
+    squared_scales = torch.cat([(torch.linalg.vector_norm(p.detach().double().flatten(1), dim=1).view(-1, *[1] * (p.ndim - 1)).expand_as(p)
+                                 if p.ndim >= 2 else torch.zeros_like(p, dtype=torch.float64)).reshape(-1) for p in model.parameters()]) ** 2
+    assert shared["filter"].trace.value == pytest.approx(hutch_plus_plus_from_the_formula(hessian, squared_scales, 9, 0), rel=100 * rtol)
 
 
 def test_one_normalization_through_hessian_sharpness_is_the_separate_calls_exactly():

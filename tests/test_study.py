@@ -71,7 +71,10 @@ def test_micro_study_writes_every_artifact_and_the_report(finished_study, micro_
         assert snapshots.shape == (4, 24, 3) and json.loads((probe / "snapshots.json").read_text())["task_classes"] == [3, 4, 5]
     landscape = run_dir / "analysis/landscape/simclr/seed0/task-0-1-2"
     assert np.load(landscape / "surface.npy").shape == (2, 3, 3) and not (landscape / "partial.npy").exists()
-    assert json.loads((run_dir / "analysis/sharpness/supce/seed0/task-0-1-2/sharpness.json").read_text())["top_eigenvalues"][0] > 0
+    sharpness = json.loads((run_dir / "analysis/sharpness/supce/seed0/task-0-1-2/sharpness.json").read_text())
+    assert sharpness["top_eigenvalues"][0] > 0 and sharpness["trace_estimator"] == "hutch++"
+    # The filter-normalized trace reuses the raw trace's products: the file says so.
+    assert "raw Hessian's products" in sharpness["normalized"]["trace_estimator"]
     fgsm = (run_dir / "analysis/robustness/supce/seed0/task-0-1-2/fgsm.csv").read_text().splitlines()
     assert fgsm[0] == "eps,eps_255,accuracy,loss" and len(fgsm) == 3
     progress = (run_dir / "analysis/geometry/task-0-1-2/progress.csv").read_text().splitlines()

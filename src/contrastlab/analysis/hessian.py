@@ -207,6 +207,14 @@ def hessian_operators(
             p.requires_grad_(flag)
 
 
+def filter_weights(model: nn.Module, params: ParameterSelector = "all") -> torch.Tensor:
+    """S² as a flat vector in the raw operator's layout (the selected parameters, in order): the
+    squared filter norm on each element of a parameter with ≥ 2 dims, 0 on the others, so that
+    tr(S H S) = tr(diag(S²)·H) (float64, on the model's device)."""
+    selected = [p for p, keep in zip(model.parameters(), parameter_mask(model, params)) if keep]
+    return torch.cat([scale.double().reshape(-1) for scale in filter_scales(selected)]).square()
+
+
 @contextlib.contextmanager
 def hessian_operator(
     model: nn.Module,

@@ -23,7 +23,9 @@ samples (H·v = Σ_batches ∂/∂θ ⟨∂L_batch/∂θ, v⟩ with L_batch the 
   the sketch spans the parameter space.
 - :func:`hessian_sharpness`: both, for several normalizations at once, over one set of
   first-backward graphs (:func:`contrastlab.analysis.hessian.hessian_operators`); each result
-  equals the separate calls' up to float rounding.
+  equals the separate calls' up to float rounding, except the filter-normalized trace next to
+  the raw one, which reuses the raw trace's products (:func:`stochastic_traces`: tr(S H S) =
+  tr(diag(S²) H), estimated as unbiasedly from the same probes).
 
 Speed: when the graphs of the first backward pass (the gradient with ``create_graph``) of all
 batches fit ``graph_budget_bytes`` (``keep_graph=None``, measured on the first batch) they are
@@ -48,12 +50,12 @@ from torch import nn
 
 from ..utils.progress import progress_bar
 from .checks import LandscapeInputError, ParameterSelector, check_positive_int, model_device
-from .hessian import GRAPH_BUDGET_BYTES, SHARPNESS_NORMALIZATIONS, Matvec, hessian_operator, hessian_operators
+from .hessian import GRAPH_BUDGET_BYTES, SHARPNESS_NORMALIZATIONS, Matvec, filter_weights, hessian_operator, hessian_operators
 
 __all__ = [
     "EigenEstimate", "GRAPH_BUDGET_BYTES", "SHARPNESS_NORMALIZATIONS", "Sharpness", "TRACE_METHODS", "TraceEstimate",
     "hessian_operator", "hessian_operators", "hessian_sharpness", "hessian_top_eigenvalues", "hessian_trace",
-    "lanczos_top_eigenvalues", "stochastic_trace",
+    "lanczos_top_eigenvalues", "stochastic_trace", "stochastic_traces",
 ]
 
 log = logging.getLogger(__name__)
@@ -204,23 +206,54 @@ def stochastic_trace(
     tr A ≈ tr(QᵀAQ) + mean_i gᵢᵀ(I−QQᵀ)A(I−QQᵀ)gᵢ over the remaining samples − 2s probes gᵢ;
     std_error is that of the second term. Exact (up to rounding) once s ≥ dim.
     """
+    return stochastic_traces(matvec, dim, samples, seed, method, dtype, device, progress)[0]
+
+
+def stochastic_traces(
+    matvec: Matvec,
+    dim: int,
+    samples: int = 60,
+    seed: int = 0,
+    method: str = "hutch++",
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    weights: Sequence[torch.Tensor | None] = (None,),
+) -> list[TraceEstimate]:
+    """tr(diag(w)·A) for each ``w`` of ``weights`` ((dim,) tensors; None: tr A), all from the same ``samples`` products.
+
+    The estimator of :func:`stochastic_trace` with every quadratic form vᵀ(Av) replaced by
+    (w⊙v)ᵀ(Av): unbiased for any w, since E[vᵀMv] = tr M for Rademacher v and any matrix M, and
+    for Hutch++ tr M = tr(QᵀMQ) + tr((I−P)M(I−P)) with P = QQᵀ for any M (the cross term
+    tr((I−P)MP) = tr(P(I−P)M) is 0). With w = S² (zero off the filters) this is the trace of the
+    filter-normalized Hessian S H S from the raw Hessian's products. Exact once the sketch spans
+    the space. Each estimate's ``matvecs`` is the number of products they share.
+    """
     samples = _check_trace_options(samples, method)
     device = torch.device(device)
     generator = torch.Generator().manual_seed(int(seed))
+    scales = [None if w is None else w.to(device=device, dtype=torch.float64).reshape(-1) for w in weights]
+    if any(w is not None and w.shape != (dim,) for w in scales):
+        raise LandscapeInputError(f"every weight vector must have shape ({dim},)")
 
     with progress_bar(samples, "Hessian trace", progress) as advance:
 
         def quadratic_forms(vectors: torch.Tensor) -> np.ndarray:
+            """(len(weights), len(vectors)): (w⊙v)ᵀ(Av) for each weight w and vector v."""
             values = []
             for v in vectors:
-                values.append(float(torch.dot(matvec(v).double(), v.double())))
+                product, v = matvec(v).double(), v.double()
+                values.append([float(torch.dot(product, v if w is None else w * v)) for w in scales])
                 advance(1)
-            return np.asarray(values)
+            return np.asarray(values, dtype=np.float64).reshape(len(vectors), len(scales)).T
+
+        def std_errors(values: np.ndarray) -> list[float]:
+            n = values.shape[1]
+            return [float(row.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf for row in values]
 
         if method == "hutchinson":
             values = quadratic_forms(_rademacher(dim, samples, generator, dtype, device))
-            std_error = float(values.std(ddof=1) / math.sqrt(samples)) if samples > 1 else math.inf
-            return TraceEstimate(float(values.mean()), std_error, samples)
+            return [TraceEstimate(float(row.mean()), error, samples) for row, error in zip(values, std_errors(values))]
 
         sketch_size = samples // 3
         sketch = _rademacher(dim, sketch_size, generator, dtype, device)
@@ -230,13 +263,13 @@ def stochastic_trace(
         # all the estimator needs (any orthonormal Q gives an unbiased split of the trace).
         q = torch.linalg.qr(products).Q  # (dim, min(dim, s))
         del products
-        head = float(quadratic_forms(q.T).sum())
-        if q.shape[1] >= dim:  # Q spans everything: tr(QᵀAQ) is the trace itself
-            return TraceEstimate(head, 0.0, sketch_size + q.shape[1])
+        heads = quadratic_forms(q.T).sum(axis=1)
+        if q.shape[1] >= dim:  # Q spans everything: tr(QᵀMQ) is the trace itself
+            return [TraceEstimate(float(head), 0.0, sketch_size + q.shape[1]) for head in heads]
         probes = _rademacher(dim, samples - 2 * sketch_size, generator, dtype, device)
-        tail = quadratic_forms(probes - (probes @ q) @ q.T)
-        std_error = float(tail.std(ddof=1) / math.sqrt(len(tail))) if len(tail) > 1 else math.inf
-        return TraceEstimate(head + float(tail.mean()), std_error, sketch_size + q.shape[1] + len(tail))
+        tails = quadratic_forms(probes - (probes @ q) @ q.T)
+        matvecs = sketch_size + q.shape[1] + tails.shape[1]
+        return [TraceEstimate(float(head + tail.mean()), error, matvecs) for head, tail, error in zip(heads, tails, std_errors(tails))]
 
 
 # --------------------------------------------------------------------------- the public analyses
@@ -330,17 +363,26 @@ def hessian_sharpness(
     ``iters``, ``tol``) and ``trace`` is :func:`hessian_trace` (``trace_samples`` products,
     ``trace_method``), both seeded with ``seed``; the same numbers up to float rounding, but
     all of them use one set of first-backward graphs (built once when kept; see
-    :func:`contrastlab.analysis.hessian.hessian_operators`) instead of one per call. Other
-    options as in :func:`hessian_top_eigenvalues`.
+    :func:`contrastlab.analysis.hessian.hessian_operators`) instead of one per call. One
+    exception: with both "none" and "filter", the filter-normalized trace tr(S H S) =
+    tr(diag(S²) H) is estimated from the raw trace's ``trace_samples`` products and probes
+    (:func:`stochastic_traces`) rather than from products of its own — as unbiased, with an
+    error of the same size on trained quick-preset models (``benchmarks/shared_trace.py``),
+    for half the trace products. Other options as in :func:`hessian_top_eigenvalues`.
     """
     trace_samples = _check_trace_options(trace_samples, trace_method)  # before any Lanczos step is spent
     dtype, device = _operator_dtype(model), model_device(model)
     with hessian_operators(model, images, labels, params, batch_size, normalizations=normalizations, precision=precision,
                            keep_graph=keep_graph, graph_budget_bytes=graph_budget_bytes) as operators:
-        return {
-            normalization: Sharpness(
-                lanczos_top_eigenvalues(matvec, dim, k, iters, seed, dtype, device, progress, tol=tol),
-                stochastic_trace(matvec, dim, trace_samples, seed, trace_method, dtype, device, progress),
-            )
-            for normalization, (matvec, dim) in operators.items()
-        }
+        tops = {normalization: lanczos_top_eigenvalues(matvec, dim, k, iters, seed, dtype, device, progress, tol=tol)
+                for normalization, (matvec, dim) in operators.items()}
+        if "none" in operators and "filter" in operators:
+            # tr(S H S) = tr(diag(S²) H): both traces from the raw Hessian's products (half the products).
+            matvec, dim = operators["none"]
+            raw, filtered = stochastic_traces(matvec, dim, trace_samples, seed, trace_method, dtype, device, progress,
+                                              weights=(None, filter_weights(model, params)))
+            traces = {"none": raw, "filter": filtered}
+        else:
+            traces = {normalization: stochastic_trace(matvec, dim, trace_samples, seed, trace_method, dtype, device, progress)
+                      for normalization, (matvec, dim) in operators.items()}
+        return {normalization: Sharpness(tops[normalization], traces[normalization]) for normalization in operators}

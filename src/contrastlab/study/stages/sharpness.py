@@ -25,7 +25,8 @@ def run(ctx: StageContext) -> None:
                   "lanczos_converged": bool(top.converged),
                   "trace": float(trace.value), "trace_std_error": float(trace.std_error), "hessian_vector_products": int(trace.matvecs)}
         if normalization == "none":
-            result.update(values)
+            result.update(values, trace_estimator="hutch++")
         else:
-            result["normalized"] = {**values, "normalization": "filter"}
+            # hessian_sharpness takes tr(S H S) = tr(diag(S²) H) from the raw trace's products and probes.
+            result["normalized"] = {**values, "normalization": "filter", "trace_estimator": "hutch++ on the raw Hessian's products, tr(diag(S²) H)"}
     write_json(ctx.folder / "sharpness.json", result)
