@@ -39,6 +39,12 @@ def make_mlp(seed: int = 0) -> nn.Sequential:
     return nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, N_CLASSES))
 
 
+def dense_filter_scales(model: nn.Module) -> torch.Tensor:
+    """S as one float64 vector over all parameters: each filter's norm on its elements, 0 on 1-D parameters."""
+    return torch.cat([(torch.linalg.vector_norm(p.detach().double().flatten(1), dim=1).view(-1, *[1] * (p.ndim - 1)).expand_as(p)
+                       if p.ndim >= 2 else torch.zeros_like(p, dtype=torch.float64)).reshape(-1) for p in model.parameters()])
+
+
 def make_batch(n: int = 40, seed: int = 1, shape: tuple[int, ...] = (2, 3)) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(n, *shape, generator=generator), torch.randint(0, N_CLASSES, (n,), generator=generator)
@@ -384,10 +390,7 @@ def test_normalized_eigenvalues_and_trace_match_a_dense_s_h_s(dtype, rtol):
     model = make_mlp().to(dtype)
     images, labels = make_batch()
     hessian = exact_hessian(model, images, labels)
-    scale = torch.cat([
-        (torch.linalg.vector_norm(p.detach().double(), dim=1, keepdim=True).expand_as(p) if p.ndim >= 2 else torch.zeros_like(p, dtype=torch.float64)).reshape(-1)
-        for p in model.parameters()
-    ])
+    scale = dense_filter_scales(model)
     normalized = scale[:, None] * hessian * scale[None, :]
     exact = torch.linalg.eigvalsh(normalized).flip(0).numpy()
     top = hessian_top_eigenvalues(model, images.to(dtype), labels, k=2, iters=45, tol=0.0)
@@ -520,8 +523,7 @@ def test_shared_graphs_give_the_separate_calls_numbers(dtype, rtol, keep_graph):
     # The filter-normalized trace comes from the raw trace's products: tr(S H S) = tr(diag(S²) H),
     # here against the formula on the dense Hessian (S² zero on BN γ, β and the bias).
     hessian = exact_hessian(model.double(), images.double(), labels)
-    squared_scales = torch.cat([(torch.linalg.vector_norm(p.detach().double().flatten(1), dim=1).view(-1, *[1] * (p.ndim - 1)).expand_as(p)
-                                 if p.ndim >= 2 else torch.zeros_like(p, dtype=torch.float64)).reshape(-1) for p in model.parameters()]) ** 2
+    squared_scales = dense_filter_scales(model) ** 2
     assert shared["filter"].trace.value == pytest.approx(hutch_plus_plus_from_the_formula(hessian, squared_scales, 9, 0), rel=100 * rtol)
 
 
