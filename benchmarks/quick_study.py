@@ -195,6 +195,8 @@ def main() -> None:
               "interval to read when pretraining changed):", ""]
 
     def interval(d: dict) -> str:
+        if d["mean"] is None:
+            return "—"
         return f"{d['mean']:+.1f} [{fmt(d['low'])}, {fmt(d['high'])}]" if d["low"] is not None else f"{d['mean']:+.1f}"
 
     lines.append(markdown_table(
