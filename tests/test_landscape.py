@@ -21,6 +21,7 @@ from contrastlab.analysis.landscape import (
     random_directions,
     save_surface,
 )
+from contrastlab.analysis.surface_eval import CPU_ACTIVATION_BUDGET_BYTES, CPU_BATCH_RANGE, cpu_batch_size
 from contrastlab.errors import RunDirectoryError
 from contrastlab.models import classifier, linear_classifier, resnet18, tiny_cnn
 from contrastlab.models.batchnorm import fold_batchnorm_differentiable
@@ -310,6 +311,32 @@ def test_surface_does_not_depend_on_batch_size_or_sample_order():
     shuffled = loss_surface(model, images[order], labels[order], directions, *grid, batch_size=24)
     np.testing.assert_allclose(shuffled.loss, reference.loss, rtol=1e-5)
     np.testing.assert_array_equal(shuffled.accuracy, reference.accuracy)
+
+
+def test_the_cpu_batch_keeps_the_largest_activation_within_the_budget():
+    # One sample of a width-4 ResNet at 8×8: the largest activation is 4·8·8 floats = 1 KiB, so the
+    # budget allows 2048 samples (clamped to 256); a 2-channel image of 1024×1024 floats (8 MiB) gets 32.
+    small = make_resnet()
+    big = nn.Sequential(nn.Identity())
+    with torch.inference_mode():
+        assert cpu_batch_size(small, torch.rand(1, 3, 8, 8)) == CPU_BATCH_RANGE[1]
+        assert cpu_batch_size(big, torch.rand(1, 2, 1024, 1024)) == CPU_BATCH_RANGE[0]
+        # in between: exactly the budget over the bytes of the largest leaf output (here the 16-channel conv)
+        middle = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 4, 3, padding=1))
+        per_sample = 16 * 32 * 32 * 4
+        assert cpu_batch_size(middle, torch.rand(1, 3, 32, 32)) == CPU_ACTIVATION_BUDGET_BYTES // per_sample
+    assert not any(m._forward_hooks for m in middle.modules())  # the measuring hooks are gone
+
+
+def test_the_default_cpu_batch_gives_the_surface_of_explicit_batches():
+    model = make_resnet()
+    images, labels = make_batch()
+    directions = random_directions(model, n=2, seed=6)
+    grid = (np.array([-0.5, 0.5]), np.array([0.0, 1.0]))
+    default = loss_surface(model, images, labels, directions, *grid)
+    explicit = loss_surface(model, images, labels, directions, *grid, batch_size=7)
+    np.testing.assert_allclose(default.loss, explicit.loss, rtol=1e-5)
+    np.testing.assert_array_equal(default.accuracy, explicit.accuracy)
 
 
 def test_bf16_precision_stays_close_to_fp32():

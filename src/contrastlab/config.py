@@ -107,7 +107,7 @@ class LandscapeConfig:
     span: float = 1.0  # the grid covers [-span, span]^2
     samples: Optional[int] = None  # None: the whole analysis split
     params: str = "all"  # "all" (encoder + probe) or "probe"
-    batch_size: Optional[int] = None  # None: 64 on CPU (cache-friendlier), 256 on GPU
+    batch_size: Optional[int] = None  # None: on the CPU what keeps the largest activation in ~2 MiB (32-256), 1024 on a GPU
     seed: int = 0
     # "shared": every model's directions drawn with ``seed``; "per_model": a seed derived from
     # ``seed`` and the model (method, pretraining seed, task), as the original drew them per model.

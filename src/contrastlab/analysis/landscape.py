@@ -53,7 +53,14 @@ from .checks import (
     parameter_mask,
 )
 from .directions import IGNORES, NORMALIZATIONS, Direction, check_directions, moving_indices, random_directions
-from .surface_eval import affine_probe_surface, compute_inputs, per_point_surface, resolve_workers, split_sequential
+from .surface_eval import (
+    affine_probe_surface,
+    compute_inputs,
+    cpu_batch_size,
+    per_point_surface,
+    resolve_workers,
+    split_sequential,
+)
 from .surface_grid import PartialGrid, Surface, fingerprint, grid_axis, load_surface, save_surface
 
 __all__ = [
@@ -85,8 +92,9 @@ def loss_surface(
     """Loss and accuracy of ``model`` at θ* + x·δ + y·η for every (x, y) of the grid xs × ys.
 
     ``images`` (N, ...) and ``labels`` (N,) are all samples (moved to the model's device — its
-    first parameter's — in batches of ``batch_size``; None: 64 on the CPU, where small batches
-    stay in cache and run faster, 1024 on a GPU, which large batches fill); the loss is the mean cross-entropy over them.
+    first parameter's — in batches of ``batch_size``; None: on the CPU as many as keep the model's
+    largest activation within ~2 MiB of cache (:func:`cpu_batch_size`, 32–256), 1024 on a GPU, which
+    large batches fill); the loss is the mean cross-entropy over them.
     Two directions and ``ys`` give arrays of shape (len(ys), len(xs)); one direction and
     ``ys=None`` give (len(xs),).
 
@@ -113,7 +121,8 @@ def loss_surface(
     check_precision(precision, error=LandscapeInputError)
 
     device = model_device(model, error=LandscapeInputError)
-    batch_size = batch_size if batch_size is not None else (64 if device.type == "cpu" else 1024)
+    if batch_size is None and device.type != "cpu":
+        batch_size = 1024
     resume_path = None if resume_path is None else Path(resume_path)
     key = None if resume_path is None else fingerprint(model, images, labels, directions, xs, ys)
     grid = PartialGrid(resume_path, xs, ys, key, float(save_every))
@@ -125,6 +134,8 @@ def loss_surface(
     labels_device = labels.to(device)
 
     with eval_mode(model), torch.inference_mode():
+        if batch_size is None:
+            batch_size = cpu_batch_size(model, images[:1].to(device))
         split = split_sequential(model, {id(parameters[i]) for i in moving}) if reuse_fixed_head else 0
         inputs = None
         if split > 0:

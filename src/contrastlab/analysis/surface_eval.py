@@ -37,9 +37,35 @@ log = logging.getLogger(__name__)
 FEATURE_CACHE_LIMIT_BYTES = 2 << 30
 # Elements of the (points, samples, classes) logits block of the affine-probe path.
 _AFFINE_BLOCK_ELEMENTS = 1 << 22
+# On the CPU, a batch whose largest activation fits in about this much cache runs fastest per sample
+# (benchmarks/README.md: 256 samples for a width-8 CIFAR ResNet-18 at 16×16, 32 at width 64 and 32×32).
+CPU_ACTIVATION_BUDGET_BYTES = 2 << 20
+CPU_BATCH_RANGE = (32, 256)
 
 
 # --------------------------------------------------------------------------- pieces
+
+
+def cpu_batch_size(module: nn.Module, sample: torch.Tensor) -> int:
+    """Samples per forward batch on the CPU: as many as keep the largest output of any leaf module
+    within :data:`CPU_ACTIVATION_BUDGET_BYTES`, clamped to :data:`CPU_BATCH_RANGE`. ``sample``: one
+    input (1, ...), run through ``module`` once to measure (call in eval and inference mode)."""
+    largest = 0
+
+    def record(_module, _inputs, output) -> None:
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel() * output.element_size())
+
+    leaves = [m for m in module.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(record) for m in leaves]
+    try:
+        module(sample)
+    finally:
+        for handle in handles:
+            handle.remove()
+    low, high = CPU_BATCH_RANGE
+    return int(min(high, max(low, CPU_ACTIVATION_BUDGET_BYTES // max(largest, 1))))
 
 
 def split_sequential(model: nn.Module, moving_ids: set[int]) -> int:
