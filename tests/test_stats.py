@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from contrastlab.stats import equivalence_ratio, paired_difference, spearman_bootstrap, summarize
+from contrastlab.stats import _rank_rows, equivalence_ratio, paired_difference, spearman_bootstrap, summarize
 
 A = [0.81, 0.79, 0.86, 0.90, 0.77, 0.84]
 B = [0.78, 0.80, 0.80, 0.85, 0.74, 0.83]
@@ -113,6 +113,17 @@ def test_spearman_bootstrap_matches_spearmanr_and_is_deterministic():
     index = np.random.default_rng(3).integers(0, 30, size=(500, 30))
     boot = np.array([st.spearmanr(x[i], y[i]).statistic for i in index])
     assert (c.ci_low, c.ci_high) == pytest.approx(tuple(np.nanpercentile(boot, [2.5, 97.5])))
+
+
+def test_ranks_and_the_spearman_p_value_match_scipy_with_ties():
+    rng = np.random.default_rng(1)
+    tied = rng.integers(0, 4, size=(40, 9)).astype(float)  # many ties per row
+    np.testing.assert_array_equal(_rank_rows(tied), st.rankdata(tied, axis=-1))
+    np.testing.assert_array_equal(_rank_rows(np.array([2.0, 2.0, 2.0])), [2.0, 2.0, 2.0])
+    for n in (3, 4, 11):
+        x, y = rng.normal(size=n), rng.normal(size=n)
+        assert spearman_bootstrap(x, y, n_boot=10).p_value == pytest.approx(st.spearmanr(x, y).pvalue, rel=1e-12)
+    assert spearman_bootstrap([1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 8.0, 9.0], n_boot=10).p_value == 0.0  # ρ = 1
 
 
 def test_spearman_bootstrap_small_and_constant_inputs():
