@@ -58,3 +58,31 @@ def test_missing_and_foreign_checkpoints(monkeypatch, capsys, tmp_path):
     assert_one_line_error(code, err, "--task must be comma-separated")
     code, _, err = run_cli(monkeypatch, capsys, "report", str(tmp_path))
     assert_one_line_error(code, err, "holds no study")
+
+
+def test_study_starts_the_worker_server_before_the_slow_config_checks(monkeypatch, capsys, tmp_path):
+    # The checks import torch (~2 s); the fork server's own imports should overlap them, and a
+    # malformed config or a launcher without workers should start no server at all.
+    from contrastlab import cli, config
+    from contrastlab.errors import ConfigError
+    from contrastlab.study import runner
+    from contrastlab.utils import workers
+
+    events = []
+    monkeypatch.setattr(workers, "start_server", lambda: events.append("server"))
+    monkeypatch.setattr(cli, "check_config", lambda c: events.append("checks") or config.check_config(c))
+
+    def stop_before_running(*_args, **_kwargs):
+        raise ConfigError("stopped by the test")
+
+    monkeypatch.setattr(runner, "run_study", stop_before_running)
+    code, _, err = run_cli(monkeypatch, capsys, "study", "--out", tmp_path / "a")
+    assert_one_line_error(code, err, "stopped by the test")
+    assert events == ["server", "checks"]  # the quick preset's launcher is local
+    events.clear()
+    code, _, err = run_cli(monkeypatch, capsys, "study", "--out", tmp_path / "a", "--launcher", "sequential")
+    assert events == ["checks"]
+    events.clear()
+    code, _, err = run_cli(monkeypatch, capsys, "study", "--out", tmp_path / "a", "--set", "pretrain.epoks=3")
+    assert_one_line_error(code, err, "unknown config key 'pretrain.epoks'")
+    assert events == []

@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import typer
 
-from .config import load_config
+from .config import check_config, load_config, read_config
 from .errors import ContrastlabError, Interrupted
 
 app = typer.Typer(help=__doc__.splitlines()[0] if __doc__ else None, no_args_is_help=True,
@@ -55,11 +55,12 @@ def study(
         overrides.append(f"launcher.kind={launcher}")
     if jobs is not None:
         overrides.append(f"launcher.jobs={jobs}")
-    config = load_config(preset, overrides)
+    config = read_config(preset, overrides)
     if config.launcher.kind == "local" and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # torchrun's ranks run no pool
         from .utils.workers import start_server
 
-        start_server()  # the workers' server imports torch and the stages while this process does
+        start_server()  # before the checks, which import torch (~2 s): the server's imports overlap them
+    config = check_config(config)
     from .distributed import init_from_env, rank
     from .study.runner import run_study
 

@@ -304,7 +304,13 @@ def _merge(base: Any, update: Any, origin: str) -> Any:
 
 
 def load_config(preset: str = "quick", overrides: list[str] | None = None) -> StudyConfig:
-    """Resolve a preset name or YAML path plus ``key=value`` overrides into a StudyConfig."""
+    """Resolve a preset name or YAML path plus ``key=value`` overrides into a checked StudyConfig."""
+    return check_config(read_config(preset, overrides))
+
+
+def read_config(preset: str = "quick", overrides: list[str] | None = None) -> StudyConfig:
+    """The preset plus overrides, typed but not yet checked by :func:`check_config` (whose checks
+    import torch and the dataset registry, ~2 s). Malformed input fails here already."""
     mapping, origin = _preset_source(preset)
     conf = _merge(OmegaConf.structured(StudyConfig), mapping, origin)
     for item in overrides or []:
@@ -321,6 +327,11 @@ def load_config(preset: str = "quick", overrides: list[str] | None = None) -> St
     config: StudyConfig = OmegaConf.to_object(conf)  # type: ignore[assignment]
     if isinstance(config.data.tasks, (list, tuple)):  # OmegaConf containers -> plain lists
         config.data.tasks = [list(t) if isinstance(t, (list, tuple)) else t for t in config.data.tasks]
+    return config
+
+
+def check_config(config: StudyConfig) -> StudyConfig:
+    """Resolve a task spec into class lists and run every check of :mod:`.config_checks`; returns ``config``."""
     resolve_tasks_in(config)
     from .config_checks import validate
 
