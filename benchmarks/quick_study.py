@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -36,9 +37,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from common import command_line, environment, fmt, markdown_table, write_results
+from contrastlab.stats import summarize
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -133,11 +134,14 @@ def paired_by_seed(new: dict, ref: dict) -> dict:
 
 
 def t_interval(diff: np.ndarray) -> dict:
-    """Mean of ``diff`` with a 95% t-interval (None bounds below two values)."""
-    if len(diff) < 2:
-        return {"n": len(diff), "mean": float(diff.mean()) if len(diff) else None, "low": None, "high": None}
-    half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
-    return {"n": len(diff), "mean": float(diff.mean()), "low": float(diff.mean() - half), "high": float(diff.mean() + half)}
+    """Mean of ``diff`` with a 95% t-interval (:func:`contrastlab.stats.summarize`), JSON-ready:
+    None where it is undefined (no mean without values, no bounds below two)."""
+    s = summarize(diff, confidence=0.95)
+
+    def plain(value: float) -> float | None:
+        return None if math.isnan(value) else value
+
+    return {"n": s.n, "mean": plain(s.mean), "low": plain(s.ci_low), "high": plain(s.ci_high)}
 
 
 def main() -> None:
