@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from contrastlab.data import DATASETS, ImageSet, load_dataset
 from contrastlab.data import fmnist
-from contrastlab.data.imageset import channel_stats, convert_channels, first_per_class, resize_images, resolve_root
+from contrastlab.data.imageset import channel_stats, convert_channels, first_per_class, resize_images, resolve_root, tensor_view
 from contrastlab.errors import DatasetError
 
 
@@ -148,6 +150,27 @@ def test_resize_convert_and_statistics_helpers():
     np.testing.assert_allclose(mean, (200 / 255, 100 / 255, 200 / 255))
     np.testing.assert_allclose(std, (0, 0, 0), atol=1e-6)
     np.testing.assert_array_equal(first_per_class(np.array([1, 0, 1, 1, 0, 2]), 2), [0, 1, 2, 4, 5])
+
+
+def test_tensor_view_takes_the_caches_read_only_arrays_without_a_warning():
+    """The dataset caches hand out read-only arrays; torch warns (once per process, always here)
+    when it wraps one."""
+    was = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    frozen = np.arange(2 * 8 * 8 * 3, dtype=np.uint8).reshape(2, 8, 8, 3)
+    frozen.flags.writeable = False
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="The given NumPy array is not writable")
+            with pytest.raises(UserWarning):  # what the helper avoids
+                torch.from_numpy(frozen)
+            view = tensor_view(frozen)
+            assert resize_images(frozen, 4).shape == (2, 4, 4, 3)
+    finally:
+        torch.set_warn_always(was)
+    assert view.data_ptr() == frozen.ctypes.data  # a view, not a copy
+    writable = frozen.copy()
+    assert tensor_view(writable).data_ptr() == writable.ctypes.data
 
 
 def test_root_resolution(monkeypatch, tmp_path):
