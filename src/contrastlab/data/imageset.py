@@ -90,7 +90,8 @@ def check_split(split: str) -> None:
 def tensor_view(array: np.ndarray) -> torch.Tensor:
     """``torch.from_numpy(array)``, without torch's warning for the read-only arrays that the dataset
     caches hand out (so that no caller can change a cached dataset). The warning says that writing
-    through the tensor is undefined; callers copy (index, convert, permute) before any write."""
+    through the tensor is undefined; no caller writes through it: each indexes or converts it first,
+    which copies."""
     if array.flags.writeable:
         return torch.from_numpy(array)
     with warnings.catch_warnings():
