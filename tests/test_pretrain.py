@@ -1,5 +1,4 @@
 import json
-import warnings
 
 import pytest
 import torch
@@ -8,7 +7,6 @@ import contrastlab.train.pretrain as pretrain_module
 from contrastlab.checkpoint import encoder_from_checkpoint, read_checkpoint
 from contrastlab.errors import CheckpointError, NonFiniteError
 from contrastlab.models import architecture
-from contrastlab.train.finetune import train_probe
 from contrastlab.train.pretrain import batches, latest_checkpoint, pretrain
 from helpers import blob_imageset
 
@@ -63,23 +61,6 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert (tmp_path / "cut" / "metrics.csv").read_text().count("\n") == 4
-
-
-def test_pretraining_and_probing_on_read_only_arrays_without_a_warning(tmp_path):
-    """As on CIFAR at its native size: the dataset cache's arrays are read-only."""
-    data = blob_imageset()
-    data.images.flags.writeable = False
-    data.labels.flags.writeable = False
-    was = torch.is_warn_always_enabled()
-    torch.set_warn_always(True)  # torch warns once per process otherwise
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("error", message="The given NumPy array is not writable")
-            final = pretrain(data, tmp_path, method="supce", seed=0, **{**SETTINGS, "epochs": 1})
-            encoder = encoder_from_checkpoint(final)[0]
-            train_probe(encoder, (data.images, data.labels), (data.images, data.labels), data.images, n_classes=data.num_classes, epochs=1, seed=0)
-    finally:
-        torch.set_warn_always(was)
 
 
 def test_checkpoint_from_another_architecture_is_an_error_naming_both(tmp_path):

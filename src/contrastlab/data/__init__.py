@@ -21,7 +21,7 @@ from ..registry import UnknownNameError, lookup
 from .cifar import download, load_cifar
 from .digits import load_digits
 from .fmnist import load_fashion_mnist
-from .imageset import SPLITS, ImageSet, check_split, resolve_root, tensor_view
+from .imageset import SPLITS, ImageSet, check_split, resolve_root
 from .synth import load_synth
 from .tasks import make_task
 
@@ -108,5 +108,5 @@ def load_dataset(
 
 
 __all__ = [
-    "DATASETS", "DATASET_CLASSES", "SPLITS", "dataset_classes", "ImageSet", "DatasetError", "download", "load_dataset", "make_task", "resolve_root", "tensor_view",
+    "DATASETS", "DATASET_CLASSES", "SPLITS", "dataset_classes", "ImageSet", "DatasetError", "download", "load_dataset", "make_task", "resolve_root",
 ]

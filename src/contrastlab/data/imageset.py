@@ -8,7 +8,6 @@ dataset it came from, so the train and test splits of one dataset carry the same
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,18 +86,6 @@ def check_split(split: str) -> None:
         raise DatasetError(f"unknown split '{split}'; valid: {', '.join(SPLITS)}")
 
 
-def tensor_view(array: np.ndarray) -> torch.Tensor:
-    """``torch.from_numpy(array)``, without torch's warning for the read-only arrays that the dataset
-    caches hand out (so that no caller can change a cached dataset). The warning says that writing
-    through the tensor is undefined; no caller writes through it: each indexes or converts it first,
-    which copies."""
-    if array.flags.writeable:
-        return torch.from_numpy(array)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
-        return torch.from_numpy(array)
-
-
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     """(N, H, W, C) uint8 -> (N, size, size, C) uint8, bilinear with antialiasing (a no-op at the same size)."""
     if size < 1:
@@ -108,7 +95,9 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     out = np.empty((len(images), size, size, images.shape[3]), dtype=np.uint8)
     chunk = 4096  # bounds the float32 copy of a 50k-image split
     for start in range(0, len(images), chunk):
-        x = tensor_view(images[start:start + chunk]).permute(0, 3, 1, 2).float()
+        # The float copy is made by NumPy: torch.from_numpy would warn about the dataset caches'
+        # read-only arrays, whose channel statistics are computed at the resized size.
+        x = torch.from_numpy(images[start:start + chunk].astype(np.float32)).permute(0, 3, 1, 2)
         y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         out[start:start + chunk] = y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return out

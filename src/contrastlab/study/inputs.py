@@ -10,7 +10,7 @@ import torch
 
 from ..checkpoint import load_state, read_checkpoint, subset
 from ..config import DataConfig, ModelConfig
-from ..data import ImageSet, load_dataset, make_task, tensor_view
+from ..data import ImageSet, load_dataset, make_task
 from ..models import architecture, build_encoder, classifier, linear_classifier
 from ..models.normalization import has_normalization, set_input_normalization
 from ..train.finetune import to_tensor
@@ -85,4 +85,4 @@ def probe_and_data(ctx, samples: int | None) -> tuple[torch.nn.Module, torch.Ten
     images, labels = analysis_split(ctx.config.data, classes, split, samples)
     meta = {**ctx.record, "method": probe_meta.get("method"), "seed": probe_meta.get("pretrain_seed"),
             "task_classes": classes, "split": split, "samples": len(labels), "normalization": probe_meta.get("normalization")}
-    return model, to_tensor(images, ctx.device), tensor_view(labels).to(ctx.device), meta
+    return model, to_tensor(images, ctx.device), torch.from_numpy(labels).to(ctx.device), meta

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import tensor_view
 from ..errors import NonFiniteError
 from ..precision import autocast as precision_autocast, model_device
 from ..models import linear_classifier
@@ -36,7 +35,7 @@ SAMPLE_ORDER = "class-ordered: the samples of the task's first class in dataset 
 
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [0, 1], contiguous (not NHWC-strided)."""
-    return tensor_view(images).to(device).permute(0, 3, 1, 2).float().div_(255).contiguous()
+    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255).contiguous()
 
 
 @torch.inference_mode()
@@ -123,8 +122,8 @@ def train_probe(
     autocast = precision_autocast(precision, device)
     torch.manual_seed(seed)
     probe = linear_classifier(encoder.feature_dim, n_classes).to(device)
-    y_train = tensor_view(train[1]).to(device)
-    y_val = tensor_view(val[1]).to(device)
+    y_train = torch.from_numpy(train[1]).to(device)
+    y_val = torch.from_numpy(val[1]).to(device)
     seconds: dict[str, float] = {}
     frozen_features = None
 

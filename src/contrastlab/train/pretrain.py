@@ -28,7 +28,7 @@ from torch import nn
 from .. import distributed as dist
 from ..augment import make_views
 from ..checkpoint import read_checkpoint, save_checkpoint, subset, load_state
-from ..data import ImageSet, tensor_view
+from ..data import ImageSet
 from ..errors import CheckpointError, NonFiniteError
 from ..models import architecture, build_encoder, linear_classifier, projection_head
 from ..objectives import get_objective
@@ -235,8 +235,8 @@ def pretrain(
 
     forward = compiled_or_eager(ddp_model) if compile else ddp_model
 
-    images = tensor_view(train_set.images).permute(0, 3, 1, 2).contiguous().to(device)  # (N, C, H, W) uint8
-    labels = tensor_view(train_set.labels).to(device)
+    images = torch.from_numpy(train_set.images).permute(0, 3, 1, 2).contiguous().to(device)  # (N, C, H, W) uint8
+    labels = torch.from_numpy(train_set.labels).to(device)
     n_samples = len(labels)
     # Every rank needs at least one sample of a last batch, and one sample alone breaks BatchNorm.
     min_batch = 2 * world

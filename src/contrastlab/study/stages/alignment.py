@@ -14,7 +14,6 @@ import torch
 
 from ...analysis.representation import alignment, effective_rank, uniformity
 from ...augment import make_views
-from ...data import tensor_view
 from ...train.finetune import extract_features
 from ...utils.io import write_json
 from ..context import StageContext
@@ -38,7 +37,7 @@ def run(ctx: StageContext) -> None:
     data = pretrain_set(ctx.config.data)
     encoder, meta = load_encoder(ctx.input("encoder"))
     encoder.eval().to(ctx.device)
-    images = tensor_view(data.images).permute(0, 3, 1, 2).contiguous()
+    images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous()
     chosen, views = augmented_pairs(images, s.pairs, s.seed, ctx.config.pretrain.crop_scale_min)  # CPU: the same views everywhere
     with torch.inference_mode():
         z = torch.cat([encoder(v.to(ctx.device)).float().cpu() for v in views.flatten(0, 1).split(512)]).view(len(chosen), 2, -1)

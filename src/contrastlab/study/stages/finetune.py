@@ -10,7 +10,7 @@ import torch
 
 from ...checkpoint import save_checkpoint
 from ...config import FinetuneConfig
-from ...data import ImageSet, tensor_view
+from ...data import ImageSet
 from ...models.normalization import input_normalization, set_input_normalization
 from ...train.finetune import SAMPLE_ORDER, ProbeRun, extract_features, knn_accuracy, train_probe
 from ...utils.io import save_array, write_csv, write_json
@@ -38,7 +38,7 @@ def probe_knn(run: ProbeRun, encoder: torch.nn.Module, task_train: ImageSet, tas
     """k-NN accuracy on the frozen features (the probe's cached ones in linear mode)."""
     features = run.features or {name: extract_features(encoder, s.images, device=device)
                                 for name, s in (("train", task_train), ("val", task_val))}
-    return knn_accuracy(features["train"], tensor_view(task_train.labels), features["val"], tensor_view(task_val.labels), k)
+    return knn_accuracy(features["train"], torch.from_numpy(task_train.labels), features["val"], torch.from_numpy(task_val.labels), k)
 
 
 def run(ctx: StageContext) -> None:
