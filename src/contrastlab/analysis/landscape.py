@@ -121,8 +121,6 @@ def loss_surface(
     check_precision(precision, error=LandscapeInputError)
 
     device = model_device(model, error=LandscapeInputError)
-    if batch_size is None and device.type != "cpu":
-        batch_size = 1024
     resume_path = None if resume_path is None else Path(resume_path)
     key = None if resume_path is None else fingerprint(model, images, labels, directions, xs, ys)
     grid = PartialGrid(resume_path, xs, ys, key, float(save_every))
@@ -134,8 +132,8 @@ def loss_surface(
     labels_device = labels.to(device)
 
     with eval_mode(model), torch.inference_mode():
-        if batch_size is None:
-            batch_size = cpu_batch_size(model, images[:1].to(device))
+        if batch_size is None:  # measured in eval mode on the CPU; a GPU fills with large batches
+            batch_size = cpu_batch_size(model, images[:1].to(device)) if device.type == "cpu" else 1024
         split = split_sequential(model, {id(parameters[i]) for i in moving}) if reuse_fixed_head else 0
         inputs = None
         if split > 0:
