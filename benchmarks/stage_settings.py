@@ -78,8 +78,9 @@ def main() -> None:
     for variant in variants:
         rounds = [[p[variant][r] for p in per_process] for r in range(args.repeats)]
         later = [s for r in rounds[1:] for s in r] or [s for r in rounds for s in r]
-        results[variant] = {"seconds_per_unit": rounds, "median_after_first_round": statistics.median(later)}
-        rows.append([variant, " / ".join(" & ".join(f"{s:.2f}" for s in r) for r in rounds), f"{statistics.median(later):.2f}"])
+        median = statistics.median(later)
+        results[variant] = {"seconds_per_unit": rounds, "median_after_first_round": median}
+        rows.append([variant, " / ".join(" & ".join(f"{s:.2f}" for s in r) for r in rounds), f"{median:.2f}"])
     command = command_line()
     markdown = "\n".join([
         f"# {args.stage} units under different settings (two processes at once, one thread each)", "",
