@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, jvp, vmap
 
 from common import command_line, environment, fmt, markdown_table, measure, write_results
-from contrastlab.models import linear_classifier, resnet18
+from contrastlab.models import classifier, linear_classifier, resnet18
 from contrastlab.models.batchnorm import fold_batchnorm, fold_batchnorm_differentiable, folded_to_channels_last
 
 RESULTS = Path(__file__).parent / "results"
@@ -33,7 +33,8 @@ RESULTS = Path(__file__).parent / "results"
 def quick_classifier(width: int, classes: int = 5) -> torch.nn.Module:
     """The quick preset's classifier in eval mode, with BN statistics away from (0, 1)."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(resnet18(width=width), linear_classifier(8 * width, classes)).eval()
+    encoder = resnet18(width=width)
+    model = classifier(encoder, linear_classifier(encoder.feature_dim, classes)).eval()
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.normal_(0, 0.1)

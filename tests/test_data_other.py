@@ -167,8 +167,7 @@ def test_resize_takes_the_caches_read_only_arrays_without_a_warning():
             resized = resize_images(frozen, 4)
     finally:
         torch.set_warn_always(was)
-    frozen = frozen.copy()
-    np.testing.assert_array_equal(resized, resize_images(frozen, 4))
+    np.testing.assert_array_equal(resized, resize_images(frozen.copy(), 4))
 
 
 def test_root_resolution(monkeypatch, tmp_path):
