@@ -42,10 +42,18 @@ def layer_milliseconds(repeats: int) -> dict:
         gamma, beta = torch.ones(channels, requires_grad=True), torch.zeros(channels, requires_grad=True)
         mean, var = torch.zeros(channels), torch.ones(channels)
 
+        def clear_grads() -> None:
+            # As after zero_grad(set_to_none=True): each call writes fresh gradients, as a step
+            # does, instead of adding into the last call's (an extra pass over x's gradient).
+            for tensor in (x, weight, gamma, beta):
+                tensor.grad = None
+
         def conv() -> None:
+            clear_grads()
             F.conv2d(x, weight, padding=1).backward(upstream)
 
         def batchnorm_relu() -> None:
+            clear_grads()
             F.relu(F.batch_norm(x, mean, var, gamma, beta, True, 0.1, 1e-5)).backward(upstream)
 
         conv_ms = measure(conv, repeats=repeats, warmup=3).median * 1e3

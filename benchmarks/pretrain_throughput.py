@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/pretrain_throughput.py                       # CPU, widths 8 and 16
     .venv/bin/python benchmarks/pretrain_throughput.py --device cuda --widths 32 64 --size 32 --images 20480
     .venv/bin/python benchmarks/pretrain_throughput.py --repeats 3 --compile    # pretrain(compile=True)
+    .venv/bin/python benchmarks/pretrain_throughput.py --repeats 3 --ceiling    # + the network step alone
 
 For each method (SimCLR, SupCon, SupCE) and encoder width, two rows:
 
@@ -22,6 +23,11 @@ contrastlab / usual: with ``--repeats R`` the two ways run alternately R times p
 table gives the median of each way and the median of the R paired ratios (on a shared,
 noisy machine the pairs are what to trust, not absolute images/s across runs). On a CPU both rows share the same cores, so the gain there comes from
 the data path alone; on a GPU the usual way is further limited by its CPU workers.
+
+``--ceiling`` adds a third run to each pair: the same steps, channels_last fp32, on one batch of
+views made before the clock starts (:func:`network_images_per_s`; no data path at all). Its ratio
+to the usual way is the most contrastlab's loop can reach with the network step it has, however
+cheap its data path.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from PIL import Image, ImageEnhance
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from contrastlab.augment import make_views
 from contrastlab.data import ImageSet, load_dataset
 from contrastlab.models import build_encoder, linear_classifier, projection_head
 from contrastlab.objectives import get_objective
@@ -120,16 +127,33 @@ class ViewsDataset(Dataset):
         return torch.stack([self.transform(image) for _ in range(self.views)]), self.labels[index]
 
 
-def usual_images_per_s(data: ImageSet, method: str, width: int, batch: int, epochs: int, workers: int, device: torch.device) -> float:
-    """Train ``epochs`` epochs the usual way; images/s over all epochs but the first."""
+def model_and_optimizer(data: ImageSet, method: str, width: int, device: torch.device,
+                        memory_format: torch.memory_format = torch.contiguous_format) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The method's encoder + head in train mode on ``device`` and its SGD, as both loops build them.
+    The images come normalized, so the encoder's own Normalize is the identity."""
     objective = get_objective(method)
     torch.manual_seed(0)
-    # Normalization happens in the transform here, so the encoder's own Normalize is the identity.
     channels = data.images.shape[-1]
     encoder = build_encoder("resnet18", width=width, mean=(0.0,) * channels, std=(1.0,) * channels, in_channels=channels)
     head = projection_head(encoder.feature_dim) if objective.head == "projection" else linear_classifier(encoder.feature_dim, data.num_classes)
-    model = nn.Sequential(encoder, head).to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=1e-4)
+    model = nn.Sequential(encoder, head).to(device, memory_format=memory_format).train()
+    return model, torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=1e-4)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, method: str, views: torch.Tensor, labels: torch.Tensor) -> None:
+    """One SGD step on ``views`` (B, V, C, H, W) with ``labels`` (B,)."""
+    objective = get_objective(method)
+    outputs = model(views.flatten(0, 1)).view(len(labels), views.shape[1], -1)
+    loss = objective.loss(outputs, labels, temperature=TEMPERATURE)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def usual_images_per_s(data: ImageSet, method: str, width: int, batch: int, epochs: int, workers: int, device: torch.device) -> float:
+    """Train ``epochs`` epochs the usual way; images/s over all epochs but the first."""
+    objective = get_objective(method)
+    model, optimizer = model_and_optimizer(data, method, width, device)
     dataset = ViewsDataset(data, PILRecipe(objective.augmentation, data.images.shape[1], data.mean, data.std), objective.views)
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=False,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
@@ -138,16 +162,38 @@ def usual_images_per_s(data: ImageSet, method: str, width: int, batch: int, epoc
         started, seen = time.perf_counter(), 0
         for views, labels in loader:
             views, labels = views.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            outputs = model(views.flatten(0, 1)).view(len(labels), objective.views, -1)
-            loss = objective.loss(outputs, labels, temperature=TEMPERATURE)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            train_step(model, optimizer, method, views, labels)
             seen += len(labels)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if epoch > 0:
             timed_images += seen
+            timed_seconds += time.perf_counter() - started
+    return timed_images / timed_seconds
+
+
+def network_images_per_s(data: ImageSet, method: str, width: int, batch: int, epochs: int, device: torch.device) -> float:
+    """The network's share of either loop alone: the steps of ``epochs`` epochs in channels_last
+    fp32 (as :func:`pretrain` runs them) on one batch of views made before the clock starts, so no
+    data path at all; images/s over all epochs but the first. usual images/s over this is the most
+    any data path can gain over the usual loop without a faster network."""
+    objective = get_objective(method)
+    model, optimizer = model_and_optimizer(data, method, width, device, torch.channels_last)
+    images = torch.from_numpy(data.images[:batch]).permute(0, 3, 1, 2).to(device)
+    mean = torch.tensor(data.mean, device=device).view(1, 1, -1, 1, 1)
+    std = torch.tensor(data.std, device=device).view(1, 1, -1, 1, 1)
+    views = (make_views(images, objective.augmentation, objective.views, torch.Generator(device=device).manual_seed(0)) - mean) / std
+    labels = torch.from_numpy(data.labels[:batch]).to(device)
+    steps = math.ceil(len(data.labels) / batch)
+    timed_images, timed_seconds = 0, 0.0
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        for _ in range(steps):
+            train_step(model, optimizer, method, views, labels)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if epoch > 0:
+            timed_images += steps * batch
             timed_seconds += time.perf_counter() - started
     return timed_images / timed_seconds
 
@@ -177,6 +223,9 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="contrastlab's precision")
     parser.add_argument("--compile", action="store_true", help="pretrain(compile=True)")
     parser.add_argument("--repeats", type=int, default=1, help="alternate the two ways this many times per row")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also time the network alone (channels_last fp32, no data path) in each pair: "
+                             "network / usual is the most any data path can reach")
     parser.add_argument("--csv", type=Path, default=None, help="also write the table here")
     args = parser.parse_args()
 
@@ -198,15 +247,20 @@ def main() -> None:
             for _ in range(args.repeats):
                 ours = contrastlab_images_per_s(data, method, width, args.batch, args.epochs, device, args.precision, args.compile)
                 usual = usual_images_per_s(data, method, width, args.batch, args.epochs, args.workers, device)
-                pairs.append((ours, usual))
-            ours = statistics.median(a for a, _ in pairs)
-            usual = statistics.median(b for _, b in pairs)
-            ratio = statistics.median(a / b for a, b in pairs)
+                network = network_images_per_s(data, method, width, args.batch, args.epochs, device) if args.ceiling else math.nan
+                pairs.append((ours, usual, network))
+            ours, usual, network = (statistics.median(p[i] for p in pairs) for i in range(3))
+            ratio = statistics.median(a / b for a, b, _ in pairs)
             rows.append({"method": method, "width": width, "contrastlab_img_s": round(ours, 1),
                          "usual_img_s": round(usual, 1), "ratio": round(ratio, 2),
-                         "pair_ratios": " ".join(f"{a / b:.2f}" for a, b in pairs)})
-            print(f"{method:7s} width {width:3d}: contrastlab {ours:8.1f} img/s   usual {usual:8.1f} img/s   ratio {ratio:5.2f}"
-                  f"   (pairs: {rows[-1]['pair_ratios']})", flush=True)
+                         "pair_ratios": " ".join(f"{a / b:.2f}" for a, b, _ in pairs)})
+            line = f"{method:7s} width {width:3d}: contrastlab {ours:8.1f} img/s   usual {usual:8.1f} img/s   ratio {ratio:5.2f}"
+            if args.ceiling:
+                ceiling = statistics.median(c / b for _, b, c in pairs)
+                rows[-1].update(network_img_s=round(network, 1), ceiling=round(ceiling, 2),
+                                pair_ceilings=" ".join(f"{c / b:.2f}" for _, b, c in pairs))
+                line += f"   network alone {network:8.1f} img/s   ceiling {ceiling:5.2f}"
+            print(f"{line}   (pairs: {rows[-1]['pair_ratios']})", flush=True)
 
     table = csv_text(rows, list(rows[0]))
     print("\n" + table)
