@@ -39,6 +39,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,7 @@ from PIL import Image, ImageEnhance
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from common import synchronize
 from contrastlab.augment import make_views
 from contrastlab.data import ImageSet, load_dataset
 from contrastlab.models import build_encoder, linear_classifier, projection_head
@@ -150,6 +152,19 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, method: str, 
     optimizer.step()
 
 
+def images_per_s_after_first(run_epoch: Callable[[], int], epochs: int, device: torch.device) -> float:
+    """Call ``run_epoch`` (one epoch -> images it trained on) ``epochs`` times; images/s over all calls but the first."""
+    timed_images, timed_seconds = 0, 0.0
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        seen = run_epoch()
+        synchronize(device)
+        if epoch > 0:
+            timed_images += seen
+            timed_seconds += time.perf_counter() - started
+    return timed_images / timed_seconds
+
+
 def usual_images_per_s(data: ImageSet, method: str, width: int, batch: int, epochs: int, workers: int, device: torch.device) -> float:
     """Train ``epochs`` epochs the usual way; images/s over all epochs but the first."""
     objective = get_objective(method)
@@ -157,26 +172,23 @@ def usual_images_per_s(data: ImageSet, method: str, width: int, batch: int, epoc
     dataset = ViewsDataset(data, PILRecipe(objective.augmentation, data.images.shape[1], data.mean, data.std), objective.views)
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=False,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-    timed_images, timed_seconds = 0, 0.0
-    for epoch in range(epochs):
-        started, seen = time.perf_counter(), 0
+
+    def run_epoch() -> int:
+        seen = 0
         for views, labels in loader:
             views, labels = views.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             train_step(model, optimizer, method, views, labels)
             seen += len(labels)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if epoch > 0:
-            timed_images += seen
-            timed_seconds += time.perf_counter() - started
-    return timed_images / timed_seconds
+        return seen
+
+    return images_per_s_after_first(run_epoch, epochs, device)
 
 
 def network_images_per_s(data: ImageSet, method: str, width: int, batch: int, epochs: int, device: torch.device) -> float:
-    """The network's share of either loop alone: the steps of ``epochs`` epochs in channels_last
-    fp32 (as :func:`pretrain` runs them) on one batch of views made before the clock starts, so no
-    data path at all; images/s over all epochs but the first. usual images/s over this is the most
-    any data path can gain over the usual loop without a faster network."""
+    """contrastlab's network step alone: the steps of ``epochs`` epochs in channels_last fp32 (as
+    :func:`pretrain` runs them) on one batch of views made before the clock starts, so no data path
+    at all; images/s over all epochs but the first. This over the usual way's images/s is the most
+    any data path can gain over the usual loop without a faster network step."""
     objective = get_objective(method)
     model, optimizer = model_and_optimizer(data, method, width, device, torch.channels_last)
     images = torch.from_numpy(data.images[:batch]).permute(0, 3, 1, 2).to(device)
@@ -185,17 +197,13 @@ def network_images_per_s(data: ImageSet, method: str, width: int, batch: int, ep
     views = (make_views(images, objective.augmentation, objective.views, torch.Generator(device=device).manual_seed(0)) - mean) / std
     labels = torch.from_numpy(data.labels[:batch]).to(device)
     steps = math.ceil(len(data.labels) / batch)
-    timed_images, timed_seconds = 0, 0.0
-    for epoch in range(epochs):
-        started = time.perf_counter()
+
+    def run_epoch() -> int:
         for _ in range(steps):
             train_step(model, optimizer, method, views, labels)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if epoch > 0:
-            timed_images += steps * batch
-            timed_seconds += time.perf_counter() - started
-    return timed_images / timed_seconds
+        return steps * batch
+
+    return images_per_s_after_first(run_epoch, epochs, device)
 
 
 def contrastlab_images_per_s(data: ImageSet, method: str, width: int, batch: int, epochs: int, device: torch.device,
