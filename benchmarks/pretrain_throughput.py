@@ -52,7 +52,7 @@ from common import synchronize
 from contrastlab.augment import make_views
 from contrastlab.data import ImageSet, load_dataset
 from contrastlab.models import build_encoder, linear_classifier, projection_head
-from contrastlab.objectives import get_objective
+from contrastlab.objectives import Objective, get_objective
 from contrastlab.train.pretrain import pretrain
 from contrastlab.utils.io import csv_text
 
@@ -142,9 +142,8 @@ def model_and_optimizer(data: ImageSet, method: str, width: int, device: torch.d
     return model, torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=1e-4)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, method: str, views: torch.Tensor, labels: torch.Tensor) -> None:
-    """One SGD step on ``views`` (B, V, C, H, W) with ``labels`` (B,)."""
-    objective = get_objective(method)
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective, views: torch.Tensor, labels: torch.Tensor) -> None:
+    """One SGD step of ``objective`` on ``views`` (B, V, C, H, W) with ``labels`` (B,)."""
     outputs = model(views.flatten(0, 1)).view(len(labels), views.shape[1], -1)
     loss = objective.loss(outputs, labels, temperature=TEMPERATURE)
     optimizer.zero_grad(set_to_none=True)
@@ -177,7 +176,7 @@ def usual_images_per_s(data: ImageSet, method: str, width: int, batch: int, epoc
         seen = 0
         for views, labels in loader:
             views, labels = views.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            train_step(model, optimizer, method, views, labels)
+            train_step(model, optimizer, objective, views, labels)
             seen += len(labels)
         return seen
 
@@ -200,7 +199,7 @@ def network_images_per_s(data: ImageSet, method: str, width: int, batch: int, ep
 
     def run_epoch() -> int:
         for _ in range(steps):
-            train_step(model, optimizer, method, views, labels)
+            train_step(model, optimizer, objective, views, labels)
         return steps * batch
 
     return images_per_s_after_first(run_epoch, epochs, device)
