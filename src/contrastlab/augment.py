@@ -248,20 +248,48 @@ def sample_jitter(
     return apply, factors, order
 
 
+def _blend_step(images: Tensor, step: Tensor, factors: Tensor, active: Tensor) -> Tensor:
+    """Each row's own brightness, contrast or saturation step (``step`` (B,), never HUE where
+    ``active``) where ``active`` (B,), the exact identity elsewhere.
+
+    The three steps are one blend f·x + (1 − f)·ref, ref = 0 (brightness: f·x + ±0 is exactly
+    f·x), the mean grayscale (contrast) or the per-pixel grayscale (saturation): the same float
+    operations as :func:`adjust_brightness` / :func:`adjust_contrast` / :func:`adjust_saturation`
+    on that row alone, so results are bit-identical. Inactive rows get f = 1: 1·x + 0·ref = x
+    exactly, and the clamp keeps x in [0, 1] as it is.
+    """
+    if images.shape[1] == 1:  # saturation is the identity on one channel
+        active = active & (step != SATURATION)
+    factor = factors.gather(1, step.clamp(max=SATURATION)[:, None]).squeeze(1)
+    factor = _per_sample(torch.where(active, factor, torch.ones_like(factor)))
+    gray = grayscale(images)
+    mean = gray.mean(dim=(1, 2, 3), keepdim=True)
+    kind = _per_sample(step)
+    reference = torch.where(kind == BRIGHTNESS, 0.0, torch.where(kind == CONTRAST, mean, gray))
+    return (factor * images + (1 - factor) * reference).clamp_(0.0, 1.0)
+
+
 def colour_jitter(images: Tensor, apply: Tensor, factors: Tensor, order: Tensor) -> Tensor:
     """Apply the four colour steps to the samples where ``apply``, each in its own ``order``.
 
     ``images`` (B, C, H, W) float in [0, 1]; ``apply`` (B,) bool; ``factors`` (B, 4); ``order``
     (B, 4) permutations of (brightness, contrast, saturation, hue). Samples not selected are
     returned bit-identical.
+
+    No row selection (``nonzero``) and so no host sync: every pass runs on the whole batch with
+    the rows a step does not concern left exactly as they are. Hue, the costly step, runs once:
+    three blend passes bring each row to its state just before its hue step (positions before
+    it), then hue, then three passes for the positions after it. Bit-identical to applying the
+    steps to the selected rows one at a time.
     """
-    out = images.clone()
-    for position in range(4):
-        for step, adjust in _COLOUR_STEPS.items():
-            rows = (apply & (order[:, position] == step)).nonzero().squeeze(1)
-            if len(rows):
-                out[rows] = adjust(out[rows], factors[rows, step])
-    return out
+    hue_position = (order == HUE).int().argmax(dim=1)  # (B,)
+    out = images
+    for position in range(3):  # at most three steps come before hue
+        out = _blend_step(out, order[:, position], factors, apply & (hue_position > position))
+    out = torch.where(_per_sample(apply), adjust_hue(out, factors[:, HUE]), out)
+    for position in range(1, 4):  # at most three come after it
+        out = _blend_step(out, order[:, position], factors, apply & (hue_position < position))
+    return torch.where(_per_sample(apply), out, images)  # unselected rows as given, even outside [0, 1]
 
 
 def random_grayscale(images: Tensor, apply: Tensor) -> Tensor:

@@ -79,18 +79,31 @@ def _contrastive_loss_full_precision(
 
     positive = (keys[:, None] == keys[None, :]) & ~is_self
     n_positives = positive.sum(dim=1)
+    _check_some_anchor_has_positive(n_views, labels, n_positives)
+    # Anchors without a positive (possible only with one view and labels) get weight 0: weighted
+    # means instead of boolean-mask indexing keep the step free of host syncs. With V >= 2 every
+    # weight is 1 and the result is bit-identical to indexing the rows out.
     has_positive = n_positives > 0
-    if not bool(has_positive.any()):
-        raise ValueError("no anchor has a positive: SimCLR needs V >= 2 views, SupCon a label shared by two rows")
-    # Only anchors with positives enter the loss (and the logsumexp below, whose gradient on an
-    # all -inf row would be NaN).
-    log_prob, positive, n_positives = log_prob[has_positive], positive[has_positive], n_positives[has_positive]
-
+    weight = has_positive.to(log_prob.dtype)
     if form == "out":
-        per_anchor = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1) / n_positives
+        per_anchor = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1) / n_positives.clamp_min(1)
     else:
-        per_anchor = log_prob.masked_fill(~positive, float("-inf")).logsumexp(dim=1) - n_positives.to(log_prob.dtype).log()
-    return -(temperature / base_temperature) * per_anchor.mean()
+        # A row without positives gets zeros instead of -inf (a finite logsumexp whose gradient,
+        # times weight 0, is 0 rather than NaN).
+        fill = torch.where(has_positive, float("-inf"), 0.0).to(log_prob.dtype)[:, None]
+        per_anchor = torch.where(positive, log_prob, fill).logsumexp(dim=1) - n_positives.clamp_min(1).to(log_prob.dtype).log()
+    return -(temperature / base_temperature) * (per_anchor * weight).sum() / weight.sum()
+
+
+def _check_some_anchor_has_positive(n_views: int, labels: Tensor | None, n_positives: Tensor) -> None:
+    """ValueError when no anchor has a positive. With V >= 2 every anchor has one (its other views)
+    and with V == 1 and no labels none has: both decided from shapes. Only V == 1 with labels
+    (SupCon on single views, never a pretraining step, which uses V >= 2) reads the data back."""
+    message = "no anchor has a positive: SimCLR needs V >= 2 views, SupCon a label shared by two rows"
+    if n_views >= 2:
+        return
+    if labels is None or not bool((n_positives > 0).any()):
+        raise ValueError(message)
 
 
 def supervised_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
