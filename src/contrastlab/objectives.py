@@ -43,7 +43,9 @@ def contrastive_loss(
     - ``form="in"``:  L = −(τ/τ_base) · mean_i log [ (1/|P(i)|) Σ_{p∈P(i)} p_ip ]
 
     ``base_temperature=None`` means τ_base = τ. Anchors without a positive are left out of the
-    mean; if no anchor has one, ValueError. Returns a scalar.
+    mean (weight 0; only possible with V == 1 and labels); if no anchor has one, ValueError.
+    No host sync for V >= 2 (every pretraining step); V == 1 with labels reads one flag back to
+    decide that error. Returns a scalar.
     """
     if features.dim() != 3:
         raise ValueError(f"features must be (N, V, D), got shape {tuple(features.shape)}")
