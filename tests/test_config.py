@@ -17,7 +17,7 @@ def test_paper_preset_is_the_design_protocol():
     assert c.model.width == 64 and c.pretrain.epochs == 200 and c.finetune.epochs == 30
     assert {m: c.pretrain.lr[m] for m in ("simclr", "supcon", "supce")} == {"simclr": 0.05, "supcon": 0.05, "supce": 0.2}
     assert c.seeds == [0, 10, 20, 30] and c.analysis.landscape.grid == 51
-    assert c.pretrain.temperature == {"simclr": 0.07, "supcon": 0.07} and c.finetune.weight_decay == 0.0
+    assert c.pretrain.temperature == {"simclr": 0.07, "supcon": 0.07, "mocov2": 0.2} and c.finetune.weight_decay == 0.0
 
 
 def test_quick_preset_uses_the_paper_task_lists_on_synth():
