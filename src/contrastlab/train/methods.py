@@ -19,6 +19,7 @@ global batch (``distributed.gather_with_grad``), so the loop backpropagates ``wo
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ class HeadSpec:
     projection_dim: int  # model.projection_dim (the SimCLR / SupCon head)
     settings: PretrainConfig
     method: str
+    seed: int = 0  # seeds what a method draws at set-up beside the weights (MoCo's initial queue)
 
     @property
     def own(self) -> Any:
@@ -77,7 +79,7 @@ class MethodState:
         if self.target is not None:
             parts["target"] = self.target.state_dict()
         if self.queue is not None:
-            parts["queue"] = {"keys": self.queue.keys, "pointer": self.queue.pointer}
+            parts["queue"] = self.queue.state_dict()
         return parts
 
     def load(self, parts: dict[str, dict[str, Tensor]]) -> None:
@@ -85,8 +87,7 @@ class MethodState:
         if self.target is not None:
             self.target.load_state_dict(parts["target"])
         if self.queue is not None:
-            self.queue.keys.copy_(parts["queue"]["keys"])
-            self.queue.pointer.copy_(parts["queue"]["pointer"])
+            self.queue.load_state_dict(parts["queue"])
 
 
 def per_sample(outputs: Tensor, n_views: int) -> Tensor:
@@ -133,17 +134,14 @@ class Method:
         """(scalar loss of the global batch, this rank's projections (M, D) for :func:`projection_std`)."""
         raise NotImplementedError
 
-    def after_step(self, state: MethodState, progress: float) -> None:
-        """After the optimizer step; ``progress`` = steps done / all steps of the run."""
+    def after_step(self, state: MethodState, step: int, total_steps: int, settings: PretrainConfig) -> None:
+        """After the optimizer step ``step`` (1-based) of ``total_steps``: EMA updates, enqueueing keys."""
 
     def optimizer(self, model: nn.Module, lr: float, settings: PretrainConfig) -> torch.optim.Optimizer:
         return sgd(model, lr, settings)
 
     def warmup_epochs(self, settings: PretrainConfig) -> int:
         return settings.warmup_epochs
-
-    def weight_decay(self, settings: PretrainConfig) -> float:
-        return settings.weight_decay
 
 
 class Contrastive(Method):
@@ -185,10 +183,204 @@ class SupervisedCE(Method):
         return loss, logits  # SupCE has no projector: the spread of its logits
 
 
+def bn_mlp(dims: list[int], bias: bool = True) -> nn.Sequential:
+    """Linear layers through ``dims``, each hidden one followed by BatchNorm and ReLU (e.g. [512, 4096, 256])."""
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        last = i == len(dims) - 2
+        layers.append(nn.Linear(d_in, d_out, bias=bias or last))
+        if not last:
+            layers += [nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class PredictorHead(nn.Module):
+    """A projector followed by a predictor: features (B, F) -> {"projection": (B, D), "prediction": (B, D)}."""
+
+    def __init__(self, projector: nn.Module, predictor: nn.Module):
+        super().__init__()
+        self.projector, self.predictor = projector, predictor
+
+    def forward(self, features: Tensor) -> dict[str, Tensor]:
+        z = self.projector(features)
+        return {"projection": z, "prediction": self.predictor(z)}
+
+
+def lars(model: nn.Module, lr: float, settings: PretrainConfig, own: Any) -> torch.optim.Optimizer:
+    """LARS as solo-learn's CIFAR recipes use it: clipped trust ratio, biases and norms excluded."""
+    from .lars import LARS
+
+    return LARS(model.parameters(), lr=lr, momentum=settings.momentum, weight_decay=own.weight_decay, eta=own.lars_eta,
+                clip_lr=True, exclude_bias_and_norm=True)
+
+
+def own_sgd(model: nn.Module, lr: float, settings: PretrainConfig, own: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=settings.momentum, weight_decay=own.weight_decay)
+
+
+OPTIMIZERS = {"sgd": own_sgd, "lars": lars}
+
+
+class OwnRecipe(Method):
+    """A method with a settings section of its own (pretrain.<name>): its optimizer, weight decay and warm-up."""
+
+    def own(self, settings: PretrainConfig) -> Any:
+        return getattr(settings, self.name)
+
+    def optimizer(self, model: nn.Module, lr: float, settings: PretrainConfig) -> torch.optim.Optimizer:
+        own = self.own(settings)
+        return lookup(OPTIMIZERS, own.optimizer, f"pretrain.{self.name}.optimizer")(model, lr, settings, own)
+
+    def warmup_epochs(self, settings: PretrainConfig) -> int:
+        return self.own(settings).warmup_epochs
+
+
+def momentum_copy(online_part: nn.Module) -> MethodState:
+    """A target network: a copy of ``online_part`` that no gradient reaches, updated by EMA only."""
+    target = copy.deepcopy(online_part)
+    target.requires_grad_(False)
+    return MethodState(target=target, online_part=online_part)
+
+
+def target_outputs(state: MethodState, batch: StepBatch) -> Tensor:
+    """The target network's outputs on the step's views, float (n, V, D), without a graph."""
+    with torch.no_grad():
+        return per_sample(state.target(batch.views.flatten(0, 1)), batch.n_views)
+
+
+def ema_after_step(state: MethodState, step: int, total_steps: int, own: Any) -> None:
+    """target ← τ·target + (1 − τ)·online, τ on the cosine schedule from own.tau_base to own.tau_final."""
+    from .momentum import ema_update_, momentum_tau
+
+    ema_update_(state.target, state.online_part, momentum_tau(step, total_steps, own.tau_base, own.tau_final))
+
+
+class Byol(OwnRecipe):
+    """BYOL: predict an EMA target network's projection of the other view; 2 − 2·cos, summed over both directions."""
+
+    name = "byol"
+
+    def build_head(self, spec: HeadSpec) -> nn.Module:
+        own = spec.own
+        return PredictorHead(bn_mlp([spec.feature_dim, own.projector_hidden, own.projector_out]),
+                             bn_mlp([own.projector_out, own.predictor_hidden, own.projector_out]))
+
+    def build_state(self, model: nn.Sequential, spec: HeadSpec) -> MethodState:
+        return momentum_copy(nn.Sequential(model[0], model[1].projector))  # encoder + projector
+
+    def loss(self, outputs: dict[str, Tensor], batch: StepBatch, state: MethodState, settings: PretrainConfig) -> tuple[Tensor, Tensor]:
+        from ..objectives import byol_loss
+
+        p = dist.gather_with_grad(per_sample(outputs["prediction"], batch.n_views))
+        z = dist.gather(target_outputs(state, batch))
+        return byol_loss(p[:, 0], z[:, 1]) + byol_loss(p[:, 1], z[:, 0]), per_sample(outputs["projection"], batch.n_views)
+
+    def after_step(self, state: MethodState, step: int, total_steps: int, settings: PretrainConfig) -> None:
+        ema_after_step(state, step, total_steps, self.own(settings))
+
+
+class SimSiam(OwnRecipe):
+    """SimSiam: predict the stop-gradient projection of the other view; −cos, averaged over both directions."""
+
+    name = "simsiam"
+
+    def build_head(self, spec: HeadSpec) -> nn.Module:
+        own = spec.own
+        hidden, out = own.projector_hidden, own.projector_out
+        # Three layers, BatchNorm after each (the last one without affine), biases only where no BN follows.
+        projector = bn_mlp([spec.feature_dim, hidden, hidden, out], bias=False)
+        projector[-1] = nn.Linear(hidden, out, bias=False)
+        projector.append(nn.BatchNorm1d(out, affine=False))
+        return PredictorHead(projector, bn_mlp([out, own.predictor_hidden, out], bias=False))
+
+    def loss(self, outputs: dict[str, Tensor], batch: StepBatch, state: MethodState, settings: PretrainConfig) -> tuple[Tensor, Tensor]:
+        from ..objectives import simsiam_loss
+
+        z_local = per_sample(outputs["projection"], batch.n_views)
+        p = dist.gather_with_grad(per_sample(outputs["prediction"], batch.n_views))
+        z = dist.gather_with_grad(z_local)  # detached inside the loss (the stop-gradient)
+        return (simsiam_loss(p[:, 0], z[:, 1]) + simsiam_loss(p[:, 1], z[:, 0])) / 2, z_local
+
+
+class BarlowTwins(OwnRecipe):
+    """Barlow Twins: the cross-correlation of the two views' standardized projections (global batch) towards I."""
+
+    name = "barlow_twins"
+
+    def build_head(self, spec: HeadSpec) -> nn.Module:
+        own = spec.own
+        return bn_mlp([spec.feature_dim, own.projector_hidden, own.projector_hidden, own.projector_out])
+
+    def loss(self, outputs: Tensor, batch: StepBatch, state: MethodState, settings: PretrainConfig) -> tuple[Tensor, Tensor]:
+        from ..objectives import barlow_twins_loss
+
+        own, z_local = self.own(settings), per_sample(outputs, batch.n_views)
+        z = dist.gather_with_grad(z_local)  # the cross-correlation of the whole global batch
+        return barlow_twins_loss(z[:, 0], z[:, 1], own.lambd, own.scale), z_local
+
+
+class Vicreg(OwnRecipe):
+    """VICReg: invariance (MSE), variance and covariance terms, the latter two over the global batch."""
+
+    name = "vicreg"
+
+    def build_head(self, spec: HeadSpec) -> nn.Module:
+        own = spec.own
+        return bn_mlp([spec.feature_dim, own.projector_hidden, own.projector_hidden, own.projector_out])
+
+    def loss(self, outputs: Tensor, batch: StepBatch, state: MethodState, settings: PretrainConfig) -> tuple[Tensor, Tensor]:
+        from ..objectives import vicreg_loss
+
+        own, z_local = self.own(settings), per_sample(outputs, batch.n_views)
+        z = dist.gather_with_grad(z_local)
+        return vicreg_loss(z[:, 0], z[:, 1], own.sim_weight, own.var_weight, own.cov_weight), z_local
+
+
+class MocoV2(OwnRecipe):
+    """MoCo v2: InfoNCE of queries against an EMA key encoder's keys and a queue of earlier keys,
+    symmetrized over the two views; both views' keys (global batch) are enqueued after the step."""
+
+    name, uses_temperature = "mocov2", True
+
+    def build_head(self, spec: HeadSpec) -> nn.Module:
+        own = spec.own
+        return nn.Sequential(nn.Linear(spec.feature_dim, own.projector_hidden), nn.ReLU(inplace=True),
+                             nn.Linear(own.projector_hidden, own.projector_out))
+
+    def build_state(self, model: nn.Sequential, spec: HeadSpec) -> MethodState:
+        from .momentum import KeyQueue
+
+        state = momentum_copy(model)  # the key encoder: encoder + projector
+        device = next(model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(spec.seed)
+        state.queue = KeyQueue.random(spec.own.queue_size, spec.own.projector_out, generator, device)
+        return state
+
+    def loss(self, outputs: Tensor, batch: StepBatch, state: MethodState, settings: PretrainConfig) -> tuple[Tensor, Tensor]:
+        from ..objectives import moco_loss
+
+        q_local, temperature = per_sample(outputs, batch.n_views), settings.temperature[self.name]
+        q, k = dist.gather_with_grad(q_local), dist.gather(target_outputs(state, batch))
+        queue = state.queue.keys
+        loss = (moco_loss(q[:, 0], k[:, 1], queue, temperature) + moco_loss(q[:, 1], k[:, 0], queue, temperature)) / 2
+        state.pending = F.normalize(k.transpose(0, 1).flatten(0, 1), dim=1)  # enqueued after backward (the loss reads the queue)
+        return loss, q_local
+
+    def after_step(self, state: MethodState, step: int, total_steps: int, settings: PretrainConfig) -> None:
+        ema_after_step(state, step, total_steps, self.own(settings))
+        state.queue.enqueue(state.pending)
+        state.pending = None
+
+
 METHODS: dict[str, Method] = {
     "simclr": Contrastive("simclr", supervised=False),
     "supcon": Contrastive("supcon", supervised=True),
     "supce": SupervisedCE(),
+    "mocov2": MocoV2(),
+    "byol": Byol(),
+    "simsiam": SimSiam(),
+    "barlow_twins": BarlowTwins(),
+    "vicreg": Vicreg(),
 }
 
 

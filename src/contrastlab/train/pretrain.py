@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -171,7 +172,7 @@ class Pretrainer:
         torch.manual_seed(spec.seed)  # weight init
         channels = train_set.images.shape[-1]
         self.net = build_encoder(m.encoder, width=m.width, mean=train_set.mean, std=train_set.std, in_channels=channels)
-        head_spec = HeadSpec(self.net.feature_dim, train_set.num_classes, m.projection_dim, p, spec.method)
+        head_spec = HeadSpec(self.net.feature_dim, train_set.num_classes, m.projection_dim, p, spec.method, spec.seed)
         self.head = self.method.build_head(head_spec)
         self.model = nn.Sequential(self.net, self.head)
         if p.sync_bn and self.world > 1:
@@ -277,18 +278,19 @@ class Pretrainer:
         for batch in batches(permutation, p.batch_size, self.min_batch):
             loss, spread, size = self._step(batch)
             step += 1
-            method.after_step(self.state, step / total_steps)
+            method.after_step(self.state, step, total_steps, p)
             losses.append(loss)
             spreads.append(spread)
             sizes.append(size)
             advance(1)
-        readback = torch.stack([torch.stack(losses).float(), torch.stack(spreads).float()]).cpu()  # the epoch's one sync
+        # The epoch's one read-back; what follows computes on host copies (tolist() reads no device value).
+        readback = torch.stack([torch.stack(losses).float(), torch.stack(spreads).float()]).cpu()
         losses_cpu, spreads_cpu = readback[0], readback[1]
-        self._check_finite(losses_cpu, epoch, epoch_lr)
+        self._check_finite(losses_cpu.tolist(), epoch)
         seen = sum(sizes)
         seconds = time.perf_counter() - started
-        return {"epoch": epoch, "lr": epoch_lr, "loss": float(losses_cpu.double() @ torch.tensor(sizes, dtype=torch.float64)) / seen,
-                "images_per_s": seen / seconds, "seconds": seconds, "projection_std": float(spreads_cpu.double().mean())}
+        return {"epoch": epoch, "lr": epoch_lr, "loss": (losses_cpu.double() @ torch.tensor(sizes, dtype=torch.float64)).tolist() / seen,
+                "images_per_s": seen / seconds, "seconds": seconds, "projection_std": spreads_cpu.double().mean().tolist()}
 
     def _step(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One optimizer step on the global batch ``batch`` (indices); returns (loss, spread, global size) without a sync."""
@@ -309,14 +311,14 @@ class Pretrainer:
         self.optimizer.step()
         return loss.detach(), projection_std(projections), len(y) * world
 
-    def _check_finite(self, losses_cpu: torch.Tensor, epoch: int, epoch_lr: float) -> None:
+    def _check_finite(self, losses: list[float], epoch: int) -> None:
         """NonFiniteError, one line, naming the first non-finite step of the epoch and what to change."""
-        if bool(torch.isfinite(losses_cpu).all()):
+        first = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
+        if first is None:
             return
         method, seed = self.spec.method, self.spec.seed
-        first = int((~torch.isfinite(losses_cpu)).nonzero()[0, 0])
         raise NonFiniteError(
-            f"pretraining {method} seed {seed}: loss is {losses_cpu[first].item()} at epoch {epoch} "
+            f"pretraining {method} seed {seed}: loss is {losses[first]} at epoch {epoch} "
             f"(step {(epoch - 1) * self.steps_per_epoch + first + 1}); lower pretrain.lr.{method} (now {self.lr:g}), "
             f"add pretrain.warmup_epochs, or use precision fp32 if it is bf16")
 
