@@ -156,3 +156,15 @@ def tiny_pretrain(data, out, *, method: str, seed: int = 0, precision: str = "fp
             value = dataclasses.replace(getattr(pretrain, name), **value)
         setattr(pretrain, name, value)
     return Pretrainer(pretrain, model, device, precision).run(data, out, RunSpec(method, seed))
+
+
+# Every method's own section at test sizes (tiny projectors, a small queue, no warm-up), for tiny_pretrain(**...).
+_TINY_OWN = {"projector_hidden": 16, "projector_out": 8, "warmup_epochs": 0}
+TINY_METHOD_SETTINGS = {
+    "simclr": {}, "supcon": {}, "supce": {},
+    "byol": {"byol": {**_TINY_OWN, "predictor_hidden": 16}},
+    "simsiam": {"simsiam": {**_TINY_OWN, "predictor_hidden": 8}},
+    "barlow_twins": {"barlow_twins": _TINY_OWN},
+    "vicreg": {"vicreg": _TINY_OWN},
+    "mocov2": {"mocov2": {**_TINY_OWN, "queue_size": 48}},
+}
