@@ -39,7 +39,7 @@ def test_dotted_overrides_are_typed():
         (["nonsense=1"], "unknown config key 'nonsense'"),
         (["pretrain.epochs=five"], "wrong type for config key 'pretrain.epochs'"),
         (["pretrain.epochs"], "must look like key=value"),
-        (["methods=[simclr,byol]"], "unknown method 'byol'"),
+        (["methods=[simclr,dino]"], "unknown method 'dino'"),
         (["finetune.mode=half"], "finetune.mode must be"),
         (["pretrain.epochs=0"], "at least 1"),
         (["pretrain.temperature=0.1"], "pretrain.temperature"),
