@@ -103,6 +103,9 @@ class VicregConfig(OwnOptimizerConfig):
 class Mocov2Config(OwnOptimizerConfig):
     projector_out: int = 256
     queue_size: int = 32768  # negatives kept from earlier batches (keys of both views are enqueued)
+    # BatchNorm in the projector's hidden layer (solo-learn's MoCo v2+ has none). Narrow encoders start
+    # with nearly parallel features, and a queue of such keys gives no gradient to spread them.
+    projector_bn: bool = False
     tau_base: float = 0.99  # EMA coefficient of the key encoder, cosine from tau_base to tau_final
     tau_final: float = 0.999
     optimizer: str = "sgd"

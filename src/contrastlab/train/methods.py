@@ -344,6 +344,8 @@ class MocoV2(OwnRecipe):
 
     def build_head(self, spec: HeadSpec) -> nn.Module:
         own = spec.own
+        if own.projector_bn:
+            return bn_mlp([spec.feature_dim, own.projector_hidden, own.projector_out])
         return nn.Sequential(nn.Linear(spec.feature_dim, own.projector_hidden), nn.ReLU(inplace=True),
                              nn.Linear(own.projector_hidden, own.projector_out))
 
