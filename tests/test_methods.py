@@ -185,3 +185,10 @@ def test_a_methods_own_settings_enter_its_key_and_no_other():
     new = {u.id: u.key for u in plan_units(changed) if u.kind == "pretrain"}
     differs = {uid.split("/")[1] for uid in keys if keys[uid] != new[uid]}
     assert differs == {"byol", "mocov2"}
+
+
+def test_families_preset_runs_every_method_at_quick_sizes():
+    config, quick = load_config("families"), load_config("quick")
+    assert sorted(config.methods) == sorted(METHODS) and config.random_init_baseline
+    assert (config.data, config.model, config.seeds) == (quick.data, quick.model, quick.seeds)
+    assert config.pretrain.mocov2.queue_size < 32768 and config.pretrain.byol.projector_hidden < 4096
