@@ -249,7 +249,7 @@ def read_rates(metrics: Path) -> list[float]:
 
 
 def bench_pretrain(sizes: Sizes, device: torch.device, methods: list[str], compile_too: bool, precision: str, record: dict) -> dict:
-    from contrastlab.train.pretrain import pretrain
+    from pretrain_call import pretrain
 
     record["pretrain"] = signature(pretrain)
     precision = resolved_precision(precision, device, "pretrain")

@@ -53,7 +53,7 @@ from contrastlab.augment import make_views
 from contrastlab.data import ImageSet, load_dataset
 from contrastlab.models import build_encoder, linear_classifier, projection_head
 from contrastlab.objectives import Objective, get_objective
-from contrastlab.train.pretrain import pretrain
+from pretrain_call import pretrain
 from contrastlab.utils.io import csv_text
 
 METHODS = ("simclr", "supcon", "supce")

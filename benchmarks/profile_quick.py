@@ -35,7 +35,8 @@ from contrastlab.augment import make_views
 from contrastlab.data import load_dataset
 from contrastlab.models import build_encoder, linear_classifier, projection_head
 from contrastlab.objectives import get_objective
-from contrastlab.train.pretrain import batches, pretrain
+from contrastlab.train.pretrain import batches
+from pretrain_call import pretrain
 
 LR = {"simclr": 0.3, "supcon": 0.3, "supce": 0.2}
 TEMPERATURE = {"simclr": 0.2, "supcon": 0.5, "supce": 0.07}

@@ -133,3 +133,38 @@ def assert_one_line_error(code, err, pattern):
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ") and re.search(pattern, lines[0]), lines[0]
     assert "Traceback" not in err
+
+
+def tiny_pretrain(data, out, *, method: str, seed: int = 0, precision: str = "fp32", device: str = "cpu", **settings):
+    """Pretrain with the :class:`~contrastlab.train.pretrain.Pretrainer` recipe on small settings given as
+    keyword arguments: ``encoder``, ``width``, ``projection_dim`` (model section), ``lr`` (a number, this
+    method's), ``temperature`` (a number, this method's), and any other ``pretrain`` field, including a
+    method's own section as a dict (e.g. ``byol={"projector_hidden": 16}``). Returns the final encoder's path."""
+    import dataclasses
+
+    from contrastlab.config import ModelConfig, PretrainConfig
+    from contrastlab.train.pretrain import Pretrainer, RunSpec
+
+    model = ModelConfig(**{k: settings.pop(k) for k in ("encoder", "width", "projection_dim") if k in settings})
+    pretrain = PretrainConfig()
+    if "lr" in settings:
+        pretrain.lr = {**pretrain.lr, method: settings.pop("lr")}
+    if "temperature" in settings:
+        pretrain.temperature = {**pretrain.temperature, method: settings.pop("temperature")}
+    for name, value in settings.items():
+        if isinstance(value, dict):
+            value = dataclasses.replace(getattr(pretrain, name), **value)
+        setattr(pretrain, name, value)
+    return Pretrainer(pretrain, model, device, precision).run(data, out, RunSpec(method, seed))
+
+
+# Every method's own section at test sizes (tiny projectors, a small queue, no warm-up), for tiny_pretrain(**...).
+_TINY_OWN = {"projector_hidden": 16, "projector_out": 8, "warmup_epochs": 0}
+TINY_METHOD_SETTINGS = {
+    "simclr": {}, "supcon": {}, "supce": {},
+    "byol": {"byol": {**_TINY_OWN, "predictor_hidden": 16}},
+    "simsiam": {"simsiam": {**_TINY_OWN, "predictor_hidden": 8}},
+    "barlow_twins": {"barlow_twins": _TINY_OWN},
+    "vicreg": {"vicreg": _TINY_OWN},
+    "mocov2": {"mocov2": {**_TINY_OWN, "queue_size": 48}},
+}

@@ -19,8 +19,8 @@ def test_unknown_preset_and_key_and_type(monkeypatch, capsys, tmp_path):
     assert_one_line_error(code, err, "unknown config key 'pretrain.epoks'")
     code, _, err = run_cli(monkeypatch, capsys, "pretrain", "--method", "simclr", "--out", str(tmp_path / "b"), "--set", "seeds=abc")
     assert_one_line_error(code, err, "wrong type for config key 'seeds'")
-    code, _, err = run_cli(monkeypatch, capsys, "pretrain", "--method", "byol", "--out", str(tmp_path / "b"))
-    assert_one_line_error(code, err, "unknown objective 'byol'; valid: simclr, supce, supcon")
+    code, _, err = run_cli(monkeypatch, capsys, "pretrain", "--method", "dino", "--out", str(tmp_path / "b"))
+    assert_one_line_error(code, err, "unknown pretraining method 'dino'; valid: barlow_twins, byol, mocov2, simclr, simsiam, supce, supcon, vicreg")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

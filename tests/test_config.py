@@ -15,9 +15,9 @@ def test_paper_preset_is_the_design_protocol():
     assert (c.data.pretrain, c.data.downstream) == ("cifar10", "cifar100")
     assert c.data.tasks == PAPER_TASKS
     assert c.model.width == 64 and c.pretrain.epochs == 200 and c.finetune.epochs == 30
-    assert c.pretrain.lr == {"simclr": 0.05, "supcon": 0.05, "supce": 0.2}
+    assert {m: c.pretrain.lr[m] for m in ("simclr", "supcon", "supce")} == {"simclr": 0.05, "supcon": 0.05, "supce": 0.2}
     assert c.seeds == [0, 10, 20, 30] and c.analysis.landscape.grid == 51
-    assert c.pretrain.temperature == {"simclr": 0.07, "supcon": 0.07} and c.finetune.weight_decay == 0.0
+    assert c.pretrain.temperature == {"simclr": 0.07, "supcon": 0.07, "mocov2": 0.2} and c.finetune.weight_decay == 0.0
 
 
 def test_quick_preset_uses_the_paper_task_lists_on_synth():
@@ -29,7 +29,7 @@ def test_dotted_overrides_are_typed():
     c = load_config("quick", ["pretrain.epochs=5", "seeds=[3]", "data.tasks=[[1,2]]", "pretrain.lr.simclr=0.5", "data.root=/tmp/x"])
     assert c.pretrain.epochs == 5 and c.seeds == [3] and c.data.tasks == [[1, 2]]
     assert c.pretrain.lr["simclr"] == 0.5 and c.data.root == "/tmp/x"
-    assert load_config("quick", ["pretrain.temperature.supcon=0.1"]).pretrain.temperature == {"simclr": 0.2, "supcon": 0.1}
+    assert load_config("quick", ["pretrain.temperature.supcon=0.1"]).pretrain.temperature == {"simclr": 0.2, "supcon": 0.1, "mocov2": 0.2}
 
 
 @pytest.mark.parametrize(
@@ -39,7 +39,7 @@ def test_dotted_overrides_are_typed():
         (["nonsense=1"], "unknown config key 'nonsense'"),
         (["pretrain.epochs=five"], "wrong type for config key 'pretrain.epochs'"),
         (["pretrain.epochs"], "must look like key=value"),
-        (["methods=[simclr,byol]"], "unknown method 'byol'"),
+        (["methods=[simclr,dino]"], "unknown method 'dino'"),
         (["finetune.mode=half"], "finetune.mode must be"),
         (["pretrain.epochs=0"], "at least 1"),
         (["pretrain.temperature=0.1"], "pretrain.temperature"),

@@ -7,12 +7,18 @@ from contrastlab.data import make_task
 from contrastlab.errors import CheckpointError, DatasetError, NonFiniteError
 from contrastlab.models import linear_classifier, tiny_cnn
 from contrastlab.study.inputs import pretrain_set, task_sets
-from contrastlab.train.finetune import extract_features, knn_accuracy, train_probe
+from contrastlab.config import FinetuneConfig
+from contrastlab.train.finetune import ProbeData, ProbeTrainer, extract_features, knn_accuracy
 from contrastlab.train.pretrain import random_encoder
 from contrastlab.utils.io import load_array, read_json
 from helpers import blob_imageset, micro_config, run_single_stage
 
 PROBE = dict(epochs=4, batch_size=16, lr=0.1, seed=5)
+
+
+def train_probe(encoder, train, val, analysis, *, n_classes, seed=0, mode=None, **settings):
+    """The probe recipe on a FinetuneConfig of the given fields."""
+    return ProbeTrainer(FinetuneConfig(**settings), seed=seed, mode=mode).run(encoder, ProbeData(train, val, analysis, n_classes))
 
 
 def trained_encoder():

@@ -60,21 +60,22 @@ def test_analysis_stages_place_model_and_data_on_the_device(kind, module, kernel
 
 
 def test_finetune_stage_places_the_encoder_on_the_device(trained_files, tmp_path, monkeypatch):
-    def spy(encoder, *args, **kwargs):
-        assert_on_stand_in("train_probe: an encoder parameter or buffer", [*encoder.parameters(), *encoder.buffers()])
-        raise ReachedKernel("train_probe")
+    def spy(self, encoder, *args, **kwargs):
+        assert_on_stand_in("ProbeTrainer.run: an encoder parameter or buffer", [*encoder.parameters(), *encoder.buffers()])
+        raise ReachedKernel("ProbeTrainer.run")
 
-    monkeypatch.setattr(finetune_stage, "train_probe", spy)
+    monkeypatch.setattr(finetune_stage.ProbeTrainer, "run", spy)
     with pytest.raises(ReachedKernel):
         run_single_stage(micro_config(), "finetune", tmp_path / "probe", inputs={"encoder": trained_files["encoder"]}, device=STAND_IN)
 
 
 def test_pretrain_stage_trains_on_the_device(tmp_path, monkeypatch):
-    def spy(data, out, **kwargs):
-        assert torch.device(kwargs["device"]) == STAND_IN, f"pretrain got device {kwargs['device']}"
-        assert kwargs["precision"] == "fp32"
-        raise ReachedKernel("pretrain")
+    class Spy:
+        def __init__(self, settings, model, device, precision):
+            assert torch.device(device) == STAND_IN, f"Pretrainer got device {device}"
+            assert precision == "fp32"
+            raise ReachedKernel("Pretrainer")
 
-    monkeypatch.setattr(pretrain_stage, "pretrain", spy)
+    monkeypatch.setattr(pretrain_stage, "Pretrainer", Spy)
     with pytest.raises(ReachedKernel):
         run_single_stage(micro_config(), "pretrain", tmp_path / "pre", method="simclr", device=STAND_IN)

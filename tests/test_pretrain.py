@@ -7,8 +7,9 @@ import contrastlab.train.pretrain as pretrain_module
 from contrastlab.checkpoint import encoder_from_checkpoint, read_checkpoint
 from contrastlab.errors import CheckpointError, NonFiniteError
 from contrastlab.models import architecture
-from contrastlab.train.pretrain import batches, latest_checkpoint, pretrain
+from contrastlab.train.pretrain import batches, latest_checkpoint
 from helpers import blob_imageset
+from helpers import tiny_pretrain as pretrain
 
 SETTINGS = dict(encoder="tiny_cnn", width=4, projection_dim=8, epochs=3, batch_size=20, lr=0.1, temperature=0.2, checkpoint_every=1)
 
@@ -26,7 +27,7 @@ def test_pretrain_writes_checkpoints_metrics_and_sidecars(tmp_path, method):
     final = pretrain(data, tmp_path, method=method, seed=1, **SETTINGS)
     assert [p.stem for p in sorted((tmp_path / "checkpoints").glob("*.safetensors"))] == [f"epoch_000{i}" for i in range(4)]
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert rows[0] == "epoch,lr,loss,images_per_s,seconds" and len(rows) == 4
+    assert rows[0] == "epoch,lr,loss,images_per_s,seconds,projection_std" and len(rows) == 4
     assert all(float(r.split(",")[2]) == float(r.split(",")[2]) for r in rows[1:])  # finite (not NaN)
     tensors, meta = read_checkpoint(final)
     assert meta["method"] == method and meta["seed"] == 1 and meta["epoch"] == 3 and meta["stage"] == "pretrain"

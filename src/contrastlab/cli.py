@@ -101,7 +101,7 @@ def _existing_file(path: Path, what: str) -> Path:
 
 @app.command()
 def pretrain(
-    method: str = typer.Option(..., "--method", "-m", help="simclr, supcon or supce"),
+    method: str = typer.Option(..., "--method", "-m", help="a pretraining method: simclr, supcon, supce, mocov2, byol, simsiam, barlow_twins or vicreg"),
     preset: str = typer.Option("quick", "--preset", "-p", help=PRESET_HELP),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(..., "--out", "-o", help="run directory (an existing one is resumed)"),
@@ -110,9 +110,9 @@ def pretrain(
 ) -> None:
     """Pretrain one encoder (resumes from the last complete checkpoint in --out)."""
     from .distributed import init_from_env, rank
-    from .objectives import get_objective
+    from .train.methods import get_method
 
-    get_objective(method)
+    get_method(method)
     config = load_config(preset, list(set_))
     init_from_env(config.device)
     _run_single(config, "pretrain", out, method=method, seed=seed, progress=progress and rank() == 0)

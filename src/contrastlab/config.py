@@ -55,16 +55,79 @@ class ModelConfig:
 
 
 @dataclass
+class OwnOptimizerConfig:
+    """Settings of a method that brings its own projector and optimizer recipe (solo-learn's CIFAR
+    recipes, scripts/pretrain/cifar/*.yaml). Its lr is ``pretrain.lr.<method>``; its momentum is
+    ``pretrain.momentum``; ``pretrain.weight_decay`` and ``pretrain.warmup_epochs`` are replaced by
+    the fields below."""
+
+    projector_hidden: int = 2048
+    projector_out: int = 2048
+    optimizer: str = "lars"  # "lars" (layer-wise adaptive rate, biases and norms excluded) or "sgd"
+    lars_eta: float = 0.02  # LARS trust coefficient
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 10  # linear warm-up, then the cosine schedule of pretrain.min_lr_ratio
+
+
+@dataclass
+class ByolConfig(OwnOptimizerConfig):
+    projector_hidden: int = 4096
+    projector_out: int = 256
+    predictor_hidden: int = 4096
+    tau_base: float = 0.99  # EMA coefficient of the target, cosine from tau_base to tau_final over the steps
+    tau_final: float = 1.0
+    weight_decay: float = 1e-5
+
+
+@dataclass
+class SimSiamConfig(OwnOptimizerConfig):
+    predictor_hidden: int = 512
+    optimizer: str = "sgd"
+    weight_decay: float = 1e-5
+
+
+@dataclass
+class BarlowTwinsConfig(OwnOptimizerConfig):
+    lambd: float = 0.0051  # weight of the off-diagonal terms
+    scale: float = 0.1  # scale of the whole loss
+
+
+@dataclass
+class VicregConfig(OwnOptimizerConfig):
+    sim_weight: float = 25.0
+    var_weight: float = 25.0
+    cov_weight: float = 1.0
+
+
+@dataclass
+class Mocov2Config(OwnOptimizerConfig):
+    projector_out: int = 256
+    queue_size: int = 32768  # negatives kept from earlier batches (keys of both views are enqueued)
+    # BatchNorm in the projector's hidden layer (solo-learn's MoCo v2+ has none). Narrow encoders start
+    # with nearly parallel features, and a queue of such keys gives no gradient to spread them.
+    projector_bn: bool = False
+    tau_base: float = 0.99  # EMA coefficient of the key encoder, cosine from tau_base to tau_final
+    tau_final: float = 0.999
+    optimizer: str = "sgd"
+
+
+# The methods with a settings section of their own (pretrain.<name>); only a method's own section
+# enters its pretraining unit's key, so adding one never changes the keys of the others.
+METHOD_SECTIONS = ("byol", "simsiam", "barlow_twins", "vicreg", "mocov2")
+
+
+@dataclass
 class PretrainConfig:
     epochs: int = 200
     batch_size: int = 256
-    lr: Dict[str, float] = field(default_factory=lambda: {"simclr": 0.05, "supcon": 0.05, "supce": 0.2})
+    lr: Dict[str, float] = field(default_factory=lambda: {"simclr": 0.05, "supcon": 0.05, "supce": 0.2, "byol": 1.0, "simsiam": 0.5,
+                                                          "barlow_twins": 0.3, "vicreg": 0.3, "mocov2": 0.3})
     momentum: float = 0.9
     weight_decay: float = 1e-4
     min_lr_ratio: float = 0.001  # eta_min = eta_max * min_lr_ratio
     warmup_epochs: int = 0
     # Per contrastive method, like lr: short runs want a different τ for SimCLR than for SupCon.
-    temperature: Dict[str, float] = field(default_factory=lambda: {"simclr": 0.07, "supcon": 0.07})
+    temperature: Dict[str, float] = field(default_factory=lambda: {"simclr": 0.07, "supcon": 0.07, "mocov2": 0.2})
     base_temperature: Optional[float] = None  # None: equal to the method's temperature
     loss_form: str = "out"  # "out" (SupContrast L_out) or "in"
     views: int = 2  # views per image for the contrastive objectives
@@ -81,6 +144,11 @@ class PretrainConfig:
     normalization: str = "dataset"
     # "before_min": cos(π e/E), the last epoch one step short of eta_min; "at_min": cos(π e/(E-1)), the original's.
     schedule_end: str = "before_min"
+    byol: ByolConfig = field(default_factory=ByolConfig)
+    simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
+    barlow_twins: BarlowTwinsConfig = field(default_factory=BarlowTwinsConfig)
+    vicreg: VicregConfig = field(default_factory=VicregConfig)
+    mocov2: Mocov2Config = field(default_factory=Mocov2Config)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from .config import StudyConfig
+from .config import METHOD_SECTIONS, StudyConfig
 from .errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -62,17 +62,8 @@ def check_device(name: str) -> None:
 def validate(config: StudyConfig) -> None:
     """Every check a kernel would otherwise make minutes later: one line naming the key and the valid range."""
     from .data import dataset_classes
-    from .objectives import OBJECTIVES
 
-    _check(bool(config.methods), "methods is empty; give at least one of " + ", ".join(sorted(OBJECTIVES)))
-    _check(len(set(config.methods)) == len(config.methods), f"methods repeats a method: {list(config.methods)}")
-    for method in config.methods:
-        _check(method in OBJECTIVES, f"unknown method '{method}' in methods; valid: {', '.join(sorted(OBJECTIVES))}")
-        _check(method in config.pretrain.lr, f"pretrain.lr has no learning rate for method '{method}'")
-        _positive_finite(f"pretrain.lr.{method}", config.pretrain.lr[method])
-        if OBJECTIVES[method].head == "projection":
-            _check(method in config.pretrain.temperature, f"pretrain.temperature has no temperature for method '{method}'")
-            _positive_finite(f"pretrain.temperature.{method}", config.pretrain.temperature[method])
+    check_methods(config)
     _check(bool(config.seeds), "seeds is empty; give at least one seed")
     _check(len(set(config.seeds)) == len(config.seeds), f"seeds must be distinct (a repeated seed reruns the same thing), got {list(config.seeds)}")
     _one_of("precision", config.precision, PRECISIONS)
@@ -172,6 +163,44 @@ def validate(config: StudyConfig) -> None:
 
     _one_of("launcher.kind", config.launcher.kind, ("sequential", "local", "slurm"))
     _at_least("launcher.jobs", config.launcher.jobs, 1)
+
+
+def check_methods(config: StudyConfig) -> None:
+    """The methods exist, each has a learning rate (and a temperature where it uses one), and the
+    settings of each method with a section of its own are in range."""
+    from .train.methods import METHODS
+
+    valid = ", ".join(sorted(METHODS))
+    _check(bool(config.methods), "methods is empty; give at least one of " + valid)
+    _check(len(set(config.methods)) == len(config.methods), f"methods repeats a method: {list(config.methods)}")
+    p = config.pretrain
+    for method in config.methods:
+        _check(method in METHODS, f"unknown method '{method}' in methods; valid: {valid}")
+        _check(method in p.lr, f"pretrain.lr has no learning rate for method '{method}'")
+        _positive_finite(f"pretrain.lr.{method}", p.lr[method])
+        if METHODS[method].uses_temperature:
+            _check(method in p.temperature, f"pretrain.temperature has no temperature for method '{method}'")
+            _positive_finite(f"pretrain.temperature.{method}", p.temperature[method])
+        if method in METHOD_SECTIONS:
+            check_own_settings(f"pretrain.{method}", getattr(p, method))
+
+
+def check_own_settings(prefix: str, own) -> None:
+    """Ranges of a method's own section (pretrain.byol, pretrain.mocov2, ...); fields it lacks are skipped."""
+    for key in ("projector_hidden", "projector_out", "predictor_hidden"):
+        _at_least(f"{prefix}.{key}", getattr(own, key, None), 1)
+    _one_of(f"{prefix}.optimizer", own.optimizer, ("sgd", "lars"))
+    _positive_finite(f"{prefix}.lars_eta", own.lars_eta)
+    _check(math.isfinite(own.weight_decay) and own.weight_decay >= 0, f"{prefix}.weight_decay must be a finite number >= 0, got {own.weight_decay}")
+    _at_least(f"{prefix}.warmup_epochs", own.warmup_epochs, 0)
+    if hasattr(own, "tau_base"):
+        _check(0 <= own.tau_base <= own.tau_final <= 1,
+               f"{prefix}.tau_base and tau_final must satisfy 0 <= tau_base <= tau_final <= 1, got {own.tau_base} and {own.tau_final}")
+    for key in ("lambd", "scale", "sim_weight", "var_weight", "cov_weight"):
+        if hasattr(own, key):
+            value = getattr(own, key)
+            _check(math.isfinite(value) and value >= 0, f"{prefix}.{key} must be a finite number >= 0, got {value}")
+    _at_least(f"{prefix}.queue_size", getattr(own, "queue_size", None), 1)
 
 
 def saved_checkpoint_epochs(epochs: int, checkpoint_epochs, checkpoint_every: int) -> list[int]:

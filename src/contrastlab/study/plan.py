@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import StudyConfig, config_hash, to_dict
+from ..config import METHOD_SECTIONS, StudyConfig, config_hash, to_dict
 from ..rundir import PER_RUN_KINDS, task_name, unit_id
 
 RANDOM = "random"  # the random-init baseline, probed like a method
@@ -43,13 +43,31 @@ def study_methods(config: StudyConfig) -> list[str]:
     return list(config.methods) + ([RANDOM] if config.random_init_baseline else [])
 
 
+def shared_pretrain_settings(config: StudyConfig) -> dict:
+    """The pretrain settings every method's unit key holds: all but the learning rates (each key holds
+    its own) and the methods' own sections and temperatures (only their own method's key holds them)."""
+    shared = {k: v for k, v in to_dict(config.pretrain).items() if k != "lr" and k not in METHOD_SECTIONS}
+    shared["temperature"] = {m: t for m, t in config.pretrain.temperature.items() if m not in METHOD_SECTIONS}
+    return shared
+
+
+def own_pretrain_settings(config: StudyConfig, method: str) -> dict:
+    """{"method_settings": ...} for a method with a section of its own (pretrain.<method> and its
+    temperature, if any), else {} (so the keys of simclr, supcon and supce stay as they were)."""
+    if method not in METHOD_SECTIONS:
+        return {}
+    own = to_dict(getattr(config.pretrain, method))
+    if method in config.pretrain.temperature:
+        own["temperature"] = config.pretrain.temperature[method]
+    return {"method_settings": own}
+
+
 def plan_units(config: StudyConfig) -> list[Unit]:
     """Every unit of the study, each after the units it depends on."""
     data = to_dict(config.data)
     pretrain_data = {k: data[k] for k in ("pretrain", "image_size", "channels", "pretrain_per_class", "seed")}
     downstream_data = {k: data[k] for k in ("downstream", "image_size", "channels", "downstream_train_per_class", "downstream_test_per_class", "seed")}
-    model, pretrain = to_dict(config.model), to_dict(config.pretrain)
-    pretrain.pop("lr")
+    model = to_dict(config.model)
     # Where and how units compute changes their numbers (bf16, TF32, CUDA kernels): part of every key.
     execution = {"device": config.device, "precision": config.precision}
     units: list[Unit] = []
@@ -62,8 +80,9 @@ def plan_units(config: StudyConfig) -> list[Unit]:
                 if config.pretrain.normalization != "dataset":  # its encoder's statistics (absent by default: keys stay stable)
                     spec["normalization"] = config.pretrain.normalization
             else:
-                spec = {"data": pretrain_data, "model": model, "pretrain": pretrain, "lr": config.pretrain.lr[method], "method": method,
-                        "seed": seed, "execution": execution}
+                spec = {"data": pretrain_data, "model": model, "pretrain": shared_pretrain_settings(config), "lr": config.pretrain.lr[method],
+                        "method": method, "seed": seed, "execution": execution}
+                spec.update(own_pretrain_settings(config, method))
             pre = Unit("pretrain", unit_id("pretrain", method, seed), config_hash(spec), method, seed)
             encoder = ("encoder", f"{pre.id}/encoder.safetensors")
             units.append(pre)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import FinetuneConfig
 from ..errors import NonFiniteError
 from ..precision import autocast as precision_autocast, model_device
 from ..models import linear_classifier
@@ -89,58 +90,94 @@ def _evaluate(forward, inputs: torch.Tensor, labels: torch.Tensor, batch_size: i
     return loss, accuracy, logits.softmax(1)
 
 
-def train_probe(
-    encoder: nn.Module,
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
-    analysis: np.ndarray,
-    *,
-    n_classes: int,
-    mode: str = "linear",
-    epochs: int = 30,
-    batch_size: int = 256,
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    min_lr_ratio: float = 0.008,
-    reach_min_at_last: bool = False,
-    seed: int = 0,
-    precision: str = "fp32",
-    progress: bool = False,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
-) -> ProbeRun:
-    """Train a probe on ``train`` = (uint8 images (N, H, W, C), labels (N,)); evaluate on ``val``.
+@dataclass
+class ProbeData:
+    """A task's images: ``train`` and ``val`` = (uint8 images (N, H, W, C), labels (N,)); ``analysis``
+    (uint8 (M, H, W, C)) are the images whose class probabilities are snapshotted."""
 
-    ``analysis`` (uint8 (M, H, W, C)) are the images whose class probabilities are snapshotted
-    at epoch 0 and after every epoch. In ``linear`` mode the encoder is never modified (it is
-    used in eval mode under inference mode); in ``full`` mode a copy of it is trained. Everything
-    computes where the encoder lives; ``precision`` "bf16" autocasts the encoder's forward passes.
-    A non-finite training loss stops with :class:`NonFiniteError`. ``reach_min_at_last``: the
-    cosine schedule ends at lr·min_lr_ratio on the last epoch, as the original's (see cosine_lr).
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    analysis: np.ndarray
+    n_classes: int
+
+
+class ProbeTrainer:
+    """The probe recipe: given the ``finetune`` config section, the seed of the probe's randomness
+    (init and data order) and the precision, :meth:`run` trains a probe on an encoder.
+
+    In ``linear`` mode the encoder is never modified (it is used in eval mode under inference
+    mode, its features computed once); in ``full`` mode a copy of it is trained. ``mode`` overrides
+    ``settings.mode``. Everything computes where the encoder lives; ``precision`` "bf16" autocasts
+    the encoder's forward passes. A non-finite training loss stops with :class:`NonFiniteError`.
+    ``settings.schedule_end == "at_min"``: the cosine schedule ends at lr·min_lr_ratio on the last
+    epoch, as the original's (see cosine_lr).
     """
-    device = model_device(encoder) or torch.device("cpu")
-    autocast = precision_autocast(precision, device)
-    torch.manual_seed(seed)
-    probe = linear_classifier(encoder.feature_dim, n_classes).to(device)
-    y_train = torch.from_numpy(train[1]).to(device)
-    y_val = torch.from_numpy(val[1]).to(device)
-    seconds: dict[str, float] = {}
-    frozen_features = None
 
-    started = time.perf_counter()
-    if mode == "linear":
-        with autocast:
-            frozen_features = {"train": extract_features(encoder, train[0], device=device), "val": extract_features(encoder, val[0], device=device)}
+    def __init__(self, settings: FinetuneConfig, seed: int = 0, precision: str = "fp32", mode: str | None = None):
+        self.settings, self.seed, self.precision = settings, seed, precision
+        self.mode = mode or settings.mode
+        if self.mode not in ("linear", "full"):
+            raise ValueError(f"mode must be 'linear' or 'full', got '{self.mode}'")
+
+    def run(self, encoder: nn.Module, data: ProbeData, progress: bool = False,
+            on_epoch: Callable[[dict[str, float]], None] | None = None) -> ProbeRun:
+        """Train the probe; snapshots at epoch 0 (before any step) and after every epoch."""
+        f = self.settings
+        self.setup(encoder, data)
+        started = time.perf_counter()
+        self.record(0, 0.0, on_epoch)
+        with progress_bar(f.epochs, f"probe ({self.mode})", progress) as advance:
+            for epoch in range(1, f.epochs + 1):
+                epoch_lr = self.train_epoch(epoch)
+                self.record(epoch, epoch_lr, on_epoch)
+                if not math.isfinite(self.history[-1]["train_loss"]):  # the epoch's evaluation: no extra sync per step
+                    raise NonFiniteError(f"probe training: loss is {self.history[-1]['train_loss']} at epoch {epoch}; "
+                                         "lower finetune.lr (or check the encoder checkpoint)")
+                advance(1)
+        self.seconds["training"] = time.perf_counter() - started
+        encoder_state = self.trained[0].state_dict() if self.mode == "full" else None
+        return ProbeRun(snapshots=self.snapshots, history=self.history, probe_state=self.probe.state_dict(),
+                        encoder_state=encoder_state, features=self.frozen_features, seconds=self.seconds)
+
+    def setup(self, encoder: nn.Module, data: ProbeData) -> None:
+        """The probe, its inputs (frozen features, or images for full mode), the optimizer and the generator."""
+        f = self.settings
+        self.device = device = model_device(encoder) or torch.device("cpu")
+        self.autocast = precision_autocast(self.precision, device)
+        torch.manual_seed(self.seed)
+        self.probe = linear_classifier(encoder.feature_dim, data.n_classes).to(device)
+        self.y_train = torch.from_numpy(data.train[1]).to(device)
+        self.y_val = torch.from_numpy(data.val[1]).to(device)
+        self.seconds: dict[str, float] = {}
+        self.frozen_features = None
+        if self.mode == "linear":
+            self._linear_inputs(encoder, data)
+        else:
+            self._full_inputs(encoder, data)
+        self.optimizer = torch.optim.SGD(self.trained.parameters(), lr=f.lr, momentum=f.momentum, weight_decay=f.weight_decay)
+        self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        self.snapshots = np.empty((f.epochs + 1, len(data.analysis), data.n_classes), dtype=np.float32)
+        self.history: list[dict[str, float]] = []
+
+    def _linear_inputs(self, encoder: nn.Module, data: ProbeData) -> None:
+        started, device = time.perf_counter(), self.device
+        with self.autocast:
+            self.frozen_features = {"train": extract_features(encoder, data.train[0], device=device),
+                                    "val": extract_features(encoder, data.val[0], device=device)}
             # The analysis split is usually the train split itself: no third pass over it.
-            analysis_features = frozen_features["train"] if analysis is train[0] else extract_features(encoder, analysis, device=device)
-        x_train, x_val, x_analysis = (f.to(device) for f in (frozen_features["train"], frozen_features["val"], analysis_features))
-        seconds["features"] = time.perf_counter() - started
-        trained: nn.Module = probe
-        forward = probe
-    elif mode == "full":
-        network = copy.deepcopy(encoder).to(device)
-        trained = nn.Sequential(network, probe)
-        x_train, x_val, x_analysis = (to_tensor(a, device) for a in (train[0], val[0], analysis))
+            analysis_features = (self.frozen_features["train"] if data.analysis is data.train[0]
+                                 else extract_features(encoder, data.analysis, device=device))
+        self.x_train, self.x_val, self.x_analysis = (
+            f.to(device) for f in (self.frozen_features["train"], self.frozen_features["val"], analysis_features))
+        self.seconds["features"] = time.perf_counter() - started
+        self.trained: nn.Module = self.probe
+        self.forward = self.probe
+
+    def _full_inputs(self, encoder: nn.Module, data: ProbeData) -> None:
+        network = copy.deepcopy(encoder).to(self.device)
+        self.trained = trained = nn.Sequential(network, self.probe)
+        self.x_train, self.x_val, self.x_analysis = (to_tensor(a, self.device) for a in (data.train[0], data.val[0], data.analysis))
+        autocast = self.autocast
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             was = trained.training
@@ -149,44 +186,32 @@ def train_probe(
                 out = trained(x).float()
             trained.train(was)
             return out
-    else:
-        raise ValueError(f"mode must be 'linear' or 'full', got '{mode}'")
 
-    optimizer = torch.optim.SGD(trained.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    snapshots = np.empty((epochs + 1, len(analysis), n_classes), dtype=np.float32)
-    history: list[dict[str, float]] = []
+        self.forward = forward
 
-    def record(epoch: int, epoch_lr: float) -> None:
-        train_loss, train_acc, _ = _evaluate(forward, x_train, y_train, 1024)
-        val_loss, val_acc, _ = _evaluate(forward, x_val, y_val, 1024)
-        _, _, probs = _evaluate(forward, x_analysis, torch.zeros(len(x_analysis), dtype=torch.long, device=device), 1024)
-        snapshots[epoch] = probs.cpu().numpy()
-        history.append({"epoch": epoch, "lr": epoch_lr, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc})
+    def train_epoch(self, epoch: int) -> float:
+        """One epoch (1-based) of SGD on the probe (and the encoder's copy in full mode); returns its lr."""
+        f = self.settings
+        epoch_lr = cosine_lr(epoch - 1, f.epochs, f.lr, f.min_lr_ratio, reach_min_at_last=f.schedule_end == "at_min")
+        for group in self.optimizer.param_groups:
+            group["lr"] = epoch_lr
+        self.trained.train()
+        for batch in torch.randperm(len(self.y_train), generator=self.generator, device=self.device).split(f.batch_size):
+            with self.autocast:
+                loss = F.cross_entropy(self.trained(self.x_train[batch]).float(), self.y_train[batch])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        return epoch_lr
+
+    def record(self, epoch: int, epoch_lr: float, on_epoch: Callable[[dict[str, float]], None] | None = None) -> None:
+        """Evaluate after ``epoch``: the history row and the analysis split's snapshot."""
+        train_loss, train_acc, _ = _evaluate(self.forward, self.x_train, self.y_train, 1024)
+        val_loss, val_acc, _ = _evaluate(self.forward, self.x_val, self.y_val, 1024)
+        dummy = torch.zeros(len(self.x_analysis), dtype=torch.long, device=self.device)
+        _, _, probs = _evaluate(self.forward, self.x_analysis, dummy, 1024)
+        self.snapshots[epoch] = probs.cpu().numpy()
+        self.history.append({"epoch": epoch, "lr": epoch_lr, "train_loss": train_loss, "train_accuracy": train_acc,
+                             "val_loss": val_loss, "val_accuracy": val_acc})
         if on_epoch is not None:  # e.g. TensorBoard scalars: the epoch's history row
-            on_epoch(history[-1])
-
-    started = time.perf_counter()
-    record(0, 0.0)
-    with progress_bar(epochs, f"probe ({mode})", progress) as advance:
-        for epoch in range(1, epochs + 1):
-            epoch_lr = cosine_lr(epoch - 1, epochs, lr, min_lr_ratio, reach_min_at_last=reach_min_at_last)
-            for group in optimizer.param_groups:
-                group["lr"] = epoch_lr
-            trained.train()
-            for batch in torch.randperm(len(y_train), generator=generator, device=device).split(batch_size):
-                with autocast:
-                    loss = F.cross_entropy(trained(x_train[batch]).float(), y_train[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            record(epoch, epoch_lr)
-            if not math.isfinite(history[-1]["train_loss"]):  # the epoch's evaluation: no extra sync per step
-                raise NonFiniteError(f"probe training: loss is {history[-1]['train_loss']} at epoch {epoch}; "
-                                     "lower finetune.lr (or check the encoder checkpoint)")
-            advance(1)
-
-    seconds["training"] = time.perf_counter() - started
-    encoder_state = trained[0].state_dict() if mode == "full" else None
-    return ProbeRun(snapshots=snapshots, history=history, probe_state=probe.state_dict(), encoder_state=encoder_state,
-                    features=frozen_features, seconds=seconds)
+            on_epoch(self.history[-1])

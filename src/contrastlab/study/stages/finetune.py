@@ -12,7 +12,7 @@ from ...checkpoint import save_checkpoint
 from ...config import FinetuneConfig
 from ...data import ImageSet
 from ...models.normalization import input_normalization, set_input_normalization
-from ...train.finetune import SAMPLE_ORDER, ProbeRun, extract_features, knn_accuracy, train_probe
+from ...train.finetune import SAMPLE_ORDER, ProbeData, ProbeRun, ProbeTrainer, extract_features, knn_accuracy
 from ...utils.io import save_array, write_csv, write_json
 from ..context import StageContext
 from ..curves import epoch_scalars
@@ -21,10 +21,16 @@ from ..inputs import expected_architecture, task_sets
 
 
 def probe_settings(f: FinetuneConfig, seed: int | None, mode: str | None = None) -> dict:
-    """``train_probe``'s arguments from the finetune settings (``mode`` overrides ``f.mode``)."""
+    """The settings a probe trains with, as its files record them (``mode`` overrides ``f.mode``)."""
     return {"mode": mode or f.mode, "epochs": f.epochs, "batch_size": f.batch_size, "lr": f.lr, "momentum": f.momentum,
             "weight_decay": f.weight_decay, "min_lr_ratio": f.min_lr_ratio,
             "reach_min_at_last": f.schedule_end == "at_min", "seed": seed or 0}
+
+
+def task_probe_data(task_train: ImageSet, task_val: ImageSet, analysis_set: ImageSet) -> ProbeData:
+    """A task's splits as the probe recipe takes them."""
+    return ProbeData((task_train.images, task_train.labels), (task_val.images, task_val.labels), analysis_set.images,
+                     task_train.num_classes)
 
 
 def normalize_for_probe(encoder: torch.nn.Module, f: FinetuneConfig, task_train: ImageSet) -> None:
@@ -57,9 +63,8 @@ def run(ctx: StageContext) -> None:
     analysis_set = task_train if f.analysis_split == "train" else task_val
     settings = probe_settings(f, ctx.unit.seed)
     with epoch_scalars(ctx, "probe") as on_epoch:
-        run = train_probe(encoder, (task_train.images, task_train.labels), (task_val.images, task_val.labels), analysis_set.images,
-                          n_classes=task_train.num_classes, precision=ctx.precision, progress=ctx.progress, on_epoch=on_epoch,
-                          **settings)
+        trainer = ProbeTrainer(f, seed=settings["seed"], precision=ctx.precision)
+        run = trainer.run(encoder, task_probe_data(task_train, task_val, analysis_set), ctx.progress, on_epoch)
     knn = probe_knn(run, encoder, task_train, task_val, f.knn_k, ctx.device)
 
     common = {

@@ -1,4 +1,4 @@
-"""Pretraining stage: one encoder (SimCLR, SupCon, SupCE, or the random-init baseline)."""
+"""Pretraining stage: one encoder (a method of contrastlab.train.methods, or the random-init baseline)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 from ...config import PretrainConfig
 from ...data import ImageSet
 from ...models.normalization import ORIGINAL_STD
-from ...train.pretrain import pretrain, random_encoder
+from ...train.pretrain import Pretrainer, RunSpec, random_encoder
 from ..context import StageContext
 from ..curves import epoch_scalars
 from ..inputs import pretrain_set
@@ -31,15 +31,6 @@ def run(ctx: StageContext) -> None:
     if unit.method == RANDOM:
         random_encoder(data, ctx.folder / "encoder.safetensors", seed=unit.seed, encoder=m.encoder, width=m.width, record=ctx.record)
         return
-    p = ctx.settings
     with epoch_scalars(ctx, "pretrain") as on_epoch:  # TensorBoard scalars when log.tensorboard is on
-        pretrain(
-            data, ctx.folder, method=unit.method, seed=unit.seed, encoder=m.encoder, width=m.width,
-            projection_dim=m.projection_dim, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr[unit.method],
-            momentum=p.momentum, weight_decay=p.weight_decay, min_lr_ratio=p.min_lr_ratio, warmup_epochs=p.warmup_epochs,
-            reach_min_at_last=p.schedule_end == "at_min",
-            temperature=p.temperature.get(unit.method), base_temperature=p.base_temperature, loss_form=p.loss_form, views=p.views,
-            crop_scale_min=p.crop_scale_min, checkpoint_epochs=p.checkpoint_epochs, checkpoint_every=p.checkpoint_every,
-            sync_bn=p.sync_bn, compile=p.compile, device=ctx.device, precision=ctx.precision, record=ctx.record, progress=ctx.progress,
-            on_epoch=on_epoch,
-        )
+        spec = RunSpec(unit.method, unit.seed, record=ctx.record, progress=ctx.progress, on_epoch=on_epoch)
+        Pretrainer(ctx.settings, m, ctx.device, ctx.precision).run(data, ctx.folder, spec)

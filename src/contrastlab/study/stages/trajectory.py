@@ -32,12 +32,12 @@ from ...config import to_dict
 from ...data import ImageSet
 from ...errors import ContrastlabError
 from ...rundir import changed_outputs, read_manifest, task_name
-from ...train.finetune import train_probe
+from ...train.finetune import ProbeTrainer
 from ...utils.io import first_line, load_array, read_json_object, write_csv, write_json
 from ..context import StageContext
 from ..encoders import load_encoder
 from ..inputs import expected_architecture, task_sets
-from .finetune import normalize_for_probe, probe_knn, probe_settings
+from .finetune import normalize_for_probe, probe_knn, probe_settings, task_probe_data
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ def fit_probe(ctx: StageContext, encoder: torch.nn.Module, settings: dict, task_
               analysis_set: ImageSet) -> dict[str, float]:
     """The row's numbers from a probe fitted on ``encoder`` (normalized for the probe, on the CPU)."""
     encoder.eval().to(ctx.device)
-    run_ = train_probe(encoder, (task_train.images, task_train.labels), (task_val.images, task_val.labels), analysis_set.images,
-                       n_classes=task_train.num_classes, precision=ctx.precision, **settings)
+    trainer = ProbeTrainer(ctx.config.finetune, seed=settings["seed"], precision=ctx.precision, mode=settings["mode"])
+    run_ = trainer.run(encoder, task_probe_data(task_train, task_val, analysis_set))
     final = run_.history[-1]
     values = {"val_accuracy": final["val_accuracy"], "train_accuracy": final["train_accuracy"]}
     if ctx.settings.knn:
