@@ -40,5 +40,5 @@ def robustness_curves(model: torch.nn.Module, images: torch.Tensor, labels: torc
 
 def run(ctx: StageContext) -> None:
     model, images, labels, meta = probe_and_data(ctx, ctx.settings.samples)
-    batch_size = ctx.batch_size(ctx.settings.batch_size, cpu=256, gpu=1024)
+    batch_size = ctx.batch_size(ctx.settings.batch_size)
     robustness_curves(model, images, labels, ctx.settings, ctx.folder, meta, batch_size, ctx.precision, ctx.progress)
