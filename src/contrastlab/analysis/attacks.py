@@ -228,7 +228,7 @@ def fgsm_step(images: torch.Tensor, gradient: torch.Tensor, ball: Ball) -> torch
     return adversarial.clamp(0, 1) if ball.clamp else adversarial
 
 
-def pgd(
+def pgd(  # 11 parameters: the attack's own options, each named at the call as the literature names them
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -408,7 +408,7 @@ def _evaluate_sweep(sweep: Sweep, inputs: SweepInputs, n: int, device: torch.dev
     return correct.cpu().numpy() / n, total_loss.cpu().numpy() / n
 
 
-def robust_accuracy(
+def robust_accuracy(  # 9 with **attack_kwargs: the attack's options pass through by name, as to fgsm and pgd
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
