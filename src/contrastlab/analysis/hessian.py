@@ -199,6 +199,11 @@ class HessianOperator:
     def dtype(self) -> torch.dtype:
         return torch.float64 if all(p.dtype == torch.float64 for p in self.parameters) else torch.float32
 
+    @property
+    def graphs_kept(self) -> bool:
+        """Whether the first-backward graphs are kept (decided by the first product)."""
+        return self._graphs is not None
+
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
         """H·v: (dim,) -> (dim,)."""
         return self._product(list(range(len(self.parameters))), None, vector)
