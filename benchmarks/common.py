@@ -181,6 +181,16 @@ def write_results(json_path: Path, results: dict, markdown: str, *, command: str
     return json_path, markdown_path
 
 
+def merge_results(json_path: Path, part: dict) -> dict:
+    """The results in ``json_path`` (none: an empty dict) updated with ``part``'s top-level keys; a part's own
+    dict replaces the stored one whole. Benchmarks in separate invocations thus build up one file, each
+    part's figures written as soon as it finishes and kept when a later part fails or runs out of time."""
+    json_path = Path(json_path)
+    stored = json.loads(json_path.read_text()) if json_path.exists() else {}
+    stored.pop("command", None)  # written again by write_results, with each part's command
+    return {**stored, **part}
+
+
 def markdown_table(header: list[str], rows: list[list[object]], align: str | None = None) -> str:
     """A Markdown table; ``align`` one character per column, 'l' or 'r' (default: all left)."""
     align = align or "l" * len(header)

@@ -9,7 +9,7 @@ weights with perturbed BN statistics), one thread, the two ways of each pair alt
   all P at once with ``torch.func.vmap`` over stacked weights, which batches every convolution
   into one grouped convolution;
 - Hessian-vector product: reverse over reverse through a kept first-backward graph (as
-  ``hessian_operators`` does) against forward over reverse (``torch.func.jvp`` of
+  ``HessianOperator`` does) against forward over reverse (``torch.func.jvp`` of
   ``torch.func.grad``), which keeps no graph and recomputes the forward and backward passes.
 """
 

@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from contrastlab.analysis.sharpness import hessian_operator, hessian_top_eigenvalues
+from contrastlab.analysis.hessian import HessianOperator, HessianSettings
+from contrastlab.analysis.sharpness import lanczos_top_eigenvalues
 from contrastlab.models import classifier, linear_classifier, resnet18
 
 TOLERANCES = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
@@ -57,9 +58,15 @@ def trained_model(samples: int, size: int, classes: int, steps: int, seed: int) 
     return model, images, labels
 
 
+def top_eigenvalue(model, images, labels, iters: int, tol: float):
+    """Lanczos on the raw Hessian of all samples in one batch."""
+    with HessianOperator(model, images, labels, HessianSettings(batch_size=len(labels))) as hessian:
+        return lanczos_top_eigenvalues(hessian, k=1, iters=iters, tol=tol)
+
+
 def time_contrastlab(model, images, labels, tol: float, max_iters: int) -> tuple[float, float, int]:
     started = time.perf_counter()
-    result = hessian_top_eigenvalues(model, images, labels, k=1, iters=max_iters, tol=tol, normalization="none", batch_size=len(labels))
+    result = top_eigenvalue(model, images, labels, max_iters, tol)
     return time.perf_counter() - started, float(result.values[0]), result.iterations
 
 
@@ -94,8 +101,8 @@ def seconds_per_product(model, images, labels, repeats: int) -> dict[str, float]
 
     out = {}
     for name, keep in (("contrastlab, kept graph", True), ("contrastlab, recomputed graph", False)):
-        with hessian_operator(model, images, labels, batch_size=len(labels), normalization="none", keep_graph=keep) as (matvec, dim):
-            v = torch.randn(dim)
+        with HessianOperator(model, images, labels, HessianSettings(batch_size=len(labels), keep_graph=keep)) as hessian:
+            matvec, v = hessian.matvec, torch.randn(hessian.dim)
             matvec(v)  # builds the kept graph (keep=True); a warm-up otherwise
             started = time.perf_counter()
             for _ in range(repeats):
@@ -127,8 +134,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     model, images, labels = trained_model(args.samples, args.size, args.classes, args.train_steps, args.seed)
-    reference = hessian_top_eigenvalues(model.double(), images.double(), labels, iters=args.reference_iters, tol=0.0,
-                                        normalization="none", batch_size=len(labels)).values[0]
+    reference = top_eigenvalue(model.double(), images.double(), labels, args.reference_iters, 0.0).values[0]
     model = model.float()
 
     rows = []

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import Stopwatch, add_device_arguments, device_line, setup_device, synchronize
-from contrastlab.analysis.landscape import loss_surface, random_directions
+from contrastlab.analysis.landscape import SurfaceSettings, loss_surface, random_directions
 from contrastlab.models import classifier, linear_classifier, resnet18
 
 
@@ -96,7 +96,7 @@ def main() -> None:
     ys = np.linspace(-1.0, 1.0, max(args.rounds, 2))
     # Warm-up (oneDNN primitive creation, tracing) outside the timed rounds.
     straightforward_point(model, images, labels, directions, 0.0, 0.0)
-    loss_surface(model, images, labels, directions, xs[:1], ys[:1], batch_size=args.batch)
+    loss_surface(model, images, labels, directions, xs[:1], ys[:1], settings=SurfaceSettings(batch_size=args.batch))
     for round_index in range(args.rounds):
         y = ys[round_index]
         order = list(implementations.items())
@@ -108,7 +108,7 @@ def main() -> None:
             if options is None:
                 row = [straightforward_point(model, images, labels, directions, float(x), float(y)) for x in xs]
             else:
-                row = list(loss_surface(model, images, labels, directions, xs, [y], batch_size=args.batch, **options).loss[0])
+                row = list(loss_surface(model, images, labels, directions, xs, [y], settings=SurfaceSettings(batch_size=args.batch, **options)).loss[0])
             synchronize(device)
             seconds[name].append(time.perf_counter() - start)
             losses[name].extend(row)
@@ -128,7 +128,7 @@ def main() -> None:
     probe_directions = random_directions(model, n=2, seed=0, params="1")
     axis = np.linspace(-1.0, 1.0, args.probe_grid)
     with Stopwatch(device) as watch:
-        probe_surface = loss_surface(model, images, labels, probe_directions, axis, axis, batch_size=args.batch)
+        probe_surface = loss_surface(model, images, labels, probe_directions, axis, axis, settings=SurfaceSettings(batch_size=args.batch))
     probe_seconds = watch.seconds
     middle = args.probe_grid // 2
     check = straightforward_point(model, images, labels, probe_directions, float(axis[middle]), float(axis[0]))

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from common import command_line, environment, fmt, markdown_table, write_results
-from contrastlab.analysis.hessian import filter_weights, hessian_operators
-from contrastlab.analysis.sharpness import hessian_sharpness, lanczos_top_eigenvalues, stochastic_trace, stochastic_traces
+from contrastlab.analysis.hessian import HessianOperator
+from contrastlab.analysis.sharpness import SharpnessSettings, hessian_sharpness, lanczos_top_eigenvalues, stochastic_trace, stochastic_traces
 from contrastlab.config import load_config
 from contrastlab.study.inputs import analysis_split, load_classifier
 from contrastlab.train.finetune import to_tensor
@@ -49,10 +49,10 @@ def classifier_and_samples(run: Path, unit: str, config) -> tuple[torch.nn.Modul
 
 def separate_traces(model, images, labels, settings) -> dict:
     """What hessian_sharpness computed before the traces shared products: Lanczos and Hutch++ per normalization."""
-    with hessian_operators(model, images, labels, normalizations=("none", "filter")) as operators:
-        return {norm: (lanczos_top_eigenvalues(matvec, dim, settings.top_k, settings.iters, settings.seed, tol=settings.tol),
-                       stochastic_trace(matvec, dim, settings.trace_samples, settings.seed))
-                for norm, (matvec, dim) in operators.items()}
+    with HessianOperator(model, images, labels) as hessian:
+        return {norm: (lanczos_top_eigenvalues(view, settings.top_k, settings.iters, settings.seed, tol=settings.tol),
+                       stochastic_trace(view, settings.trace_samples, settings.seed))
+                for norm, view in (("none", hessian.view("none")), ("filter", hessian.filter_normalized()))}
 
 
 def main() -> None:
@@ -72,19 +72,19 @@ def main() -> None:
     rows, results = [], {}
     for unit in args.models:
         model, images, labels = classifier_and_samples(args.run, unit, config)
-        with hessian_operators(model, images, labels, normalizations=("none", "filter")) as operators:
-            (raw, raw_dim), (filtered, filtered_dim) = operators["none"], operators["filter"]
-            reference = stochastic_trace(filtered, filtered_dim, args.reference_samples, seed=10_000)
-            weights = filter_weights(model)
-            own = np.array([stochastic_trace(filtered, filtered_dim, samples, seed).value for seed in range(args.seeds)])
-            shared = np.array([stochastic_traces(raw, raw_dim, samples, seed, weights=(weights,))[0].value for seed in range(args.seeds)])
+        with HessianOperator(model, images, labels) as hessian:
+            filtered = hessian.filter_normalized()
+            reference = stochastic_trace(filtered, args.reference_samples, seed=10_000)
+            weights = hessian.filter_weights()
+            own = np.array([stochastic_trace(filtered, samples, seed).value for seed in range(args.seeds)])
+            shared = np.array([stochastic_traces(hessian, samples, seed, weights=(weights,))[0].value for seed in range(args.seeds)])
         times: dict[str, list[float]] = {"separate": [], "shared": []}
         for _ in range(args.repeats):
             for way in ("separate", "shared"):
                 started = time.perf_counter()
                 if way == "shared":
-                    hessian_sharpness(model, images, labels, k=settings.top_k, iters=settings.iters, tol=settings.tol,
-                                      trace_samples=samples, seed=settings.seed)
+                    hessian_sharpness(model, (images, labels), SharpnessSettings(k=settings.top_k, iters=settings.iters, tol=settings.tol,
+                                                                                 trace_samples=samples, seed=settings.seed))
                 else:
                     separate_traces(model, images, labels, settings)
                 times[way].append(time.perf_counter() - started)

@@ -425,8 +425,8 @@ def test_fgsm_sweep_takes_one_gradient_per_batch_and_advances_per_eps_and_batch(
     import contrastlab.analysis.attacks as attacks_module
 
     calls, bars = [], []
-    original = attacks_module.input_gradient
-    monkeypatch.setattr(attacks_module, "input_gradient", lambda *args, **kw: calls.append(1) or original(*args, **kw))
+    original = attacks_module._input_gradient  # the sweep's gradient, without the per-call label check
+    monkeypatch.setattr(attacks_module, "_input_gradient", lambda *args, **kw: calls.append(1) or original(*args, **kw))
 
     @contextlib.contextmanager
     def spy_bar(total, description, enabled=False):

@@ -16,53 +16,67 @@ STAGES = {"pretrain", "finetune", "landscape", "sharpness", "robustness", "geome
 
 
 @pytest.mark.slow
-def test_gpu_benchmark_cpu_smoke_writes_every_field(tmp_path):
+def test_gpu_benchmark_cpu_smoke_runs_every_part_and_keeps_each_parts_figures(tmp_path):
+    """``--cpu-smoke`` runs the four parts, each in its own process, into one gpu.json (~15 s on 2 cores)."""
     out = tmp_path / "results"
-    # --skip-compile: torch.compile on a CPU builds C++ kernels, ~50 s per model with a cold inductor
-    # cache (a fresh CI machine), and a failing compile only marks its own row, which nothing here reads.
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--cpu-smoke", "--skip-compile", "--out", str(out)],
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--cpu-smoke", "--out", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "gpu.json").read_text())
     markdown = (out / "gpu.md").read_text()
+    assert results["mode"] == "cpu-smoke" and set(results) >= {"study", "throughput", "analyses", "projection", "targets"}
+    for part in ("study", "throughput", "analyses", "projection"):  # each part's own command: it ran on its own
+        assert f"--parts {part}" in results[part]["command"] and results[part].get("errors", {}) == {}
 
-    assert results["mode"] == "cpu-smoke" and "--cpu-smoke" in results["command"] and "--skip-compile" in results["command"]
-    assert results["command"] in markdown
-    for key in ("device", "device_name", "torch", "cuda"):
-        assert key in results["environment"]
-
-    study = results["micro_study"]
+    study = results["study"]["study"]
     assert study["returncode"] == 0, study.get("error")
-    assert "--preset paper" in study["command"]
-    assert set(study["stage_seconds"]) >= STAGES and all(v >= 0 for v in study["stage_seconds"].values())
-    assert sum(study["stage_units"].values()) == study["units"] > 0
+    assert "--preset paper" in study["command"] and set(study["stage_seconds"]) >= STAGES
     assert study["devices"] == {"cpu": study["units"]} and study["all_cuda"] is False
-    assert study["done_json_has_device"] and study["done_json_has_precision"]
 
-    assert results["errors"] == {}
-    t = results["throughput"]
-    for method in ("simclr", "supcon", "supce"):
-        assert t["pretrain"][method]["eager"]["images_per_s"] > 0
-        assert t["pretrain"][method]["best_images_per_s"] > 0
-        assert set(t["pretrain"][method]) == {"eager", "best_images_per_s"}  # no compiled row: --skip-compile
-    assert isinstance(t["pretrain"]["compile_available"], bool)
-    assert t["inference"]["images_per_s"] > 0
-    assert t["landscape"]["seconds"] > 0 and t["landscape"]["seconds_at_51x51"] > 0
-    assert t["hvp"]["seconds_per_product"] > 0
-    assert t["attacks"]["fgsm"]["seconds_per_eps"] > 0 and t["attacks"]["pgd"]["seconds_per_eps"] > 0
+    pretrain = results["throughput"]["pretrain"]
+    assert set(pretrain) == {"simclr", "supcon", "supce"}  # the paper preset's methods
+    assert all(entry["best_images_per_s"] > 0 and entry["runs"][0]["mode"] == "eager" for entry in pretrain.values())
+    assert results["throughput"]["inference"]["images_per_s"] > 0
+    analyses = results["analyses"]
+    assert analyses["landscape"]["seconds_at_51x51"] > 0 and analyses["hvp"]["seconds_per_product_at_512"] > 0
+    assert analyses["attacks"]["fgsm"]["seconds_per_eps"] > 0 and analyses["attacks"]["pgd"]["seconds_per_eps"] > 0
 
-    projection = results["projection"]
-    assert projection["missing"] == []
-    assert set(projection["stages"]) == {"pretraining", "probes", "landscapes", "sharpness", "attacks", "geometry"}
-    assert all(s["formula"] and s["hours"] >= 0 for s in projection["stages"].values())
-    assert projection["total_hours"] == pytest.approx(sum(s["hours"] for s in projection["stages"].values()))
+    projection = results["projection"]["projection"]
+    kinds = {"pretrain", "finetune", "landscape", "sharpness", "robustness", "geometry", "trajectory", "representation", "alignment"}
+    assert projection["missing"] == {} and set(projection["kinds"]) == kinds  # every unit kind the paper preset plans
+    assert sum(k["units"] for k in projection["kinds"].values()) == projection["units"]
+    assert set(projection["kinds"]["pretrain"]["methods"]) == {"simclr", "supcon", "supce", "random"}
+    assert projection["total_hours"] == pytest.approx(sum(k["hours"] for k in projection["kinds"].values()))
+    assert all(k["formulas"] for k in projection["kinds"].values()) and "full paper grid" in markdown
+    assert all(isinstance(t["met"], bool) for t in results["targets"].values())
 
-    targets = results["targets"]
-    assert set(targets) == {"simclr_images_per_s", "supce_images_per_s", "landscape_51_seconds", "full_grid_hours",
-                            "micro_study_all_cuda"}
-    assert all(isinstance(target["met"], bool) for target in targets.values())
-    assert targets["micro_study_all_cuda"]["met"] is False  # the CPU is not cuda
-    assert "full paper grid" in markdown and "| pretrain simclr |" in markdown
+
+def test_gpu_benchmark_labels_a_compile_fallback_eager(monkeypatch):
+    """A run asked to compile whose compiler fell back (pretrain logs "training eagerly") is an eager row."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    gpu = __import__("gpu")
+    import logging
+
+    def fake_pretrain(data, folder, **kwargs):
+        if kwargs["compile"]:
+            logging.getLogger("contrastlab.train.pretrain").warning("torch.compile failed (%s); training eagerly", "no compiler")
+        (Path(folder) / "metrics.csv").write_text("epoch,images_per_s\n1,10\n2,20\n3,30\n")
+
+    monkeypatch.setattr("contrastlab.train.pretrain.pretrain", fake_pretrain)
+    sizes = gpu.Sizes(**{**gpu.asdict(gpu.SMOKE), "compile_methods": ("simclr",)})
+    out = gpu.bench_pretrain(sizes, __import__("torch").device("cpu"), ["simclr"], compile_too=True)
+    eager, fallback = out["simclr"]["runs"]
+    assert eager["mode"] == "eager" and "compile_fallback" not in eager
+    assert fallback["mode"] == "eager" and "training eagerly" in fallback["compile_fallback"] and fallback["images_per_s"] == 25.0
+
+
+def test_merged_results_keep_the_other_parts(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    common = __import__("common")
+    path = tmp_path / "gpu.json"
+    assert common.merge_results(path, {"study": {"a": 1}}) == {"study": {"a": 1}}
+    path.write_text(json.dumps({"command": "old", "study": {"a": 1}, "analyses": {"b": 2}}))
+    assert common.merge_results(path, {"analyses": {"c": 3}}) == {"study": {"a": 1}, "analyses": {"c": 3}}
 
 
 def test_quick_study_transfer_intervals_pair_by_seed(monkeypatch):

@@ -14,6 +14,7 @@ from torch import nn
 from contrastlab.analysis.landscape import (
     LandscapeInputError,
     Surface,
+    SurfaceSettings,
     fold_batchnorm,
     load_surface,
     loss_surface,
@@ -206,7 +207,7 @@ def test_surface_points_equal_an_evaluation_by_hand(engine):
     images, labels = make_batch()
     directions = random_directions(model, n=2, seed=4, params=params)
     xs, ys = np.array([-1.0, 0.0, 0.6]), np.array([-0.5, 0.0, 1.0, 1.5])
-    surface = loss_surface(model, images, labels, directions, xs, ys, batch_size=10, **options)
+    surface = loss_surface(model, images, labels, directions, xs, ys, settings=SurfaceSettings(batch_size=10, **options))
     assert surface.loss.shape == surface.accuracy.shape == (4, 3)  # row = y, column = x
     np.testing.assert_array_equal(surface.xs, xs)
     np.testing.assert_array_equal(surface.ys, ys)
@@ -221,9 +222,9 @@ def test_parallel_workers_give_the_same_surface_and_leave_the_model_alone():
     images, labels = make_batch(n=10)
     directions = random_directions(model, n=2, seed=3)
     grid = (np.array([-1.0, 0.0, 0.5]), np.array([-0.5, 1.0]))
-    serial = loss_surface(model, images, labels, directions, *grid, workers=1)
+    serial = loss_surface(model, images, labels, directions, *grid, settings=SurfaceSettings(workers=1))
     writes = [p._version for p in model.parameters()]  # only read by parallel workers: no version bump
-    parallel = loss_surface(model, images, labels, directions, *grid, workers=2)
+    parallel = loss_surface(model, images, labels, directions, *grid, settings=SurfaceSettings(workers=2))
     assert [p._version for p in model.parameters()] == writes
     assert torch.get_num_threads() == 1  # restored (the fixture set 1; the workers set 1 as well)
     np.testing.assert_allclose(parallel.loss, serial.loss, rtol=1e-5)
@@ -239,7 +240,7 @@ def test_an_error_in_a_parallel_worker_reaches_the_caller(tmp_path):
     path = tmp_path / "cut.npy"
     threads = torch.get_num_threads()
     with pytest.raises(KeyboardInterrupt):
-        loss_surface(model, images, labels, directions, [-1.0, 0.0, 1.0], [-1.0, 1.0], batch_size=12, workers=2, resume_path=path)
+        loss_surface(model, images, labels, directions, [-1.0, 0.0, 1.0], [-1.0, 1.0], settings=SurfaceSettings(batch_size=12, workers=2, resume_path=path))
     assert torch.get_num_threads() == threads
     assert load_surface(path)[1]["finished"] == 2  # the first round of two points was saved
 
@@ -271,7 +272,7 @@ def test_a_moving_tail_after_a_fixed_head_is_evaluated_on_cached_features():
     calls = []
     encoder.register_forward_hook(lambda *args: calls.append(1))
     xs = ys = np.linspace(-1, 1, 3)
-    surface = loss_surface(model, images, labels, directions, xs, ys, batch_size=8)
+    surface = loss_surface(model, images, labels, directions, xs, ys, settings=SurfaceSettings(batch_size=8))
     assert len(calls) == 3  # the encoder ran once over the samples (3 batches), not once per point
     for row, column in [(0, 0), (1, 2), (2, 1)]:
         loss, accuracy = reference_point(model, images, labels, directions, (xs[column], ys[row]))
@@ -294,7 +295,7 @@ def test_closed_form_for_a_zero_linear_model():
     share_0 = (labels == 0).double().mean().item()
     expected = [math.log(math.exp(x) + n_classes - 1) - share_0 * x for x in xs]
     for options in ({}, {"reuse_fixed_head": False}):
-        curve = loss_surface(model, images, labels, [direction], xs, **options)
+        curve = loss_surface(model, images, labels, [direction], xs, settings=SurfaceSettings(**options))
         np.testing.assert_allclose(curve.loss, expected, rtol=1e-6)
         # ties at x = 0 go to class 0; for x < 0 class 1 wins (first of the tied maxima)
         np.testing.assert_allclose(curve.accuracy, [0.2, share_0, share_0, share_0])
@@ -306,9 +307,9 @@ def test_surface_does_not_depend_on_batch_size_or_sample_order():
     images, labels = make_batch()
     directions = random_directions(model, n=2, seed=6)
     grid = (np.array([-0.5, 0.5]), np.array([0.0, 1.0]))
-    reference = loss_surface(model, images, labels, directions, *grid, batch_size=5)
+    reference = loss_surface(model, images, labels, directions, *grid, settings=SurfaceSettings(batch_size=5))
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
-    shuffled = loss_surface(model, images[order], labels[order], directions, *grid, batch_size=24)
+    shuffled = loss_surface(model, images[order], labels[order], directions, *grid, settings=SurfaceSettings(batch_size=24))
     np.testing.assert_allclose(shuffled.loss, reference.loss, rtol=1e-5)
     np.testing.assert_array_equal(shuffled.accuracy, reference.accuracy)
 
@@ -334,7 +335,7 @@ def test_the_default_cpu_batch_gives_the_surface_of_explicit_batches():
     directions = random_directions(model, n=2, seed=6)
     grid = (np.array([-0.5, 0.5]), np.array([0.0, 1.0]))
     default = loss_surface(model, images, labels, directions, *grid)
-    explicit = loss_surface(model, images, labels, directions, *grid, batch_size=7)
+    explicit = loss_surface(model, images, labels, directions, *grid, settings=SurfaceSettings(batch_size=7))
     np.testing.assert_allclose(default.loss, explicit.loss, rtol=1e-5)
     np.testing.assert_array_equal(default.accuracy, explicit.accuracy)
 
@@ -344,7 +345,7 @@ def test_bf16_precision_stays_close_to_fp32():
     images, labels = make_batch()
     directions = random_directions(model, n=1, seed=2)
     exact = loss_surface(model, images, labels, directions, [0.0, 0.5])
-    rough = loss_surface(model, images, labels, directions, [0.0, 0.5], precision="bf16")
+    rough = loss_surface(model, images, labels, directions, [0.0, 0.5], settings=SurfaceSettings(precision="bf16"))
     np.testing.assert_allclose(rough.loss, exact.loss, rtol=0.05)
 
 
@@ -385,7 +386,7 @@ def test_parameters_are_restored_after_an_exception_mid_grid(fold_bn):
     directions = random_directions(model, n=2, seed=1)
     handle = model[1].register_forward_hook(FailAfter(limit=6))
     with pytest.raises(KeyboardInterrupt):
-        loss_surface(model, images, labels, directions, [-1.0, 0.0, 1.0], [-1.0, 1.0], batch_size=12, fold_bn=fold_bn)
+        loss_surface(model, images, labels, directions, [-1.0, 0.0, 1.0], [-1.0, 1.0], settings=SurfaceSettings(batch_size=12, fold_bn=fold_bn))
     handle.remove()
     assert_bit_identical(model, before)
 
@@ -395,33 +396,34 @@ def test_a_cut_grid_resumes_to_the_same_result(tmp_path):
     images, labels = make_batch()
     directions = random_directions(model, n=2, seed=9)
     xs, ys = np.linspace(-1, 1, 4), np.linspace(-1, 1, 3)
-    uninterrupted = loss_surface(model, images, labels, directions, xs, ys, batch_size=12)
+    uninterrupted = loss_surface(model, images, labels, directions, xs, ys, settings=SurfaceSettings(batch_size=12))
 
     path = tmp_path / "surface.npy"
     # 1 check call, then 2 batches per point: the 12th call is inside the 6th point.
     cut = FailAfter(limit=12)
     handle = model[1].register_forward_hook(cut)
     with pytest.raises(KeyboardInterrupt):
-        loss_surface(model, images, labels, directions, xs, ys, batch_size=12, resume_path=path, save_every=1e9)
+        loss_surface(model, images, labels, directions, xs, ys, settings=SurfaceSettings(batch_size=12, resume_path=path, save_every=1e9))
     handle.remove()
     partial, meta = load_surface(path)
-    assert meta["finished"] == 5 and np.isfinite(partial.loss).sum() == 5
+    # Points are recorded a row at a time (one read-back per row): the cut keeps the first row's 4.
+    assert meta["finished"] == 4 and np.isfinite(partial.loss).sum() == 4
 
     counter = FailAfter(limit=None)
     handle = model[1].register_forward_hook(counter)
-    resumed = loss_surface(model, images, labels, directions, xs, ys, batch_size=12, resume_path=path, save_every=0)
-    assert counter.calls == 1 + 2 * (12 - 5)  # only the unfinished points were evaluated
+    resumed = loss_surface(model, images, labels, directions, xs, ys, settings=SurfaceSettings(batch_size=12, resume_path=path, save_every=0))
+    assert counter.calls == 1 + 2 * (12 - 4)  # only the unfinished points were evaluated
     np.testing.assert_array_equal(resumed.loss, uninterrupted.loss)
     np.testing.assert_array_equal(resumed.accuracy, uninterrupted.accuracy)
 
     counter.calls = 0
-    again = loss_surface(model, images, labels, directions, xs, ys, batch_size=12, resume_path=path)
+    again = loss_surface(model, images, labels, directions, xs, ys, settings=SurfaceSettings(batch_size=12, resume_path=path))
     assert counter.calls == 0  # a finished grid is read back, not recomputed
     np.testing.assert_array_equal(again.loss, uninterrupted.loss)
     handle.remove()
 
     with pytest.raises(RunDirectoryError, match="other inputs"):
-        loss_surface(model, images, labels, directions, xs, ys[:2], resume_path=path)
+        loss_surface(model, images, labels, directions, xs, ys[:2], settings=SurfaceSettings(resume_path=path))
 
 
 def test_a_cut_affine_probe_grid_resumes_too(tmp_path):
@@ -433,11 +435,11 @@ def test_a_cut_affine_probe_grid_resumes_too(tmp_path):
     path = tmp_path / "probe.npy"
     partial = Surface(xs, ys, np.where(np.arange(25).reshape(5, 5) < 7, full.loss, np.nan), full.accuracy)
     # A partial file from an earlier run is resumed only with the same fingerprint...
-    loss_surface(model, images, labels, directions, xs, ys, resume_path=path)
+    loss_surface(model, images, labels, directions, xs, ys, settings=SurfaceSettings(resume_path=path))
     surface, meta = load_surface(path)
     np.testing.assert_allclose(surface.loss, full.loss, rtol=1e-12)
     save_surface(path, partial, {**meta, "finished": 7})
-    resumed = loss_surface(model, images, labels, directions, xs, ys, resume_path=path)
+    resumed = loss_surface(model, images, labels, directions, xs, ys, settings=SurfaceSettings(resume_path=path))
     np.testing.assert_allclose(resumed.loss, full.loss, rtol=1e-12)
 
 
@@ -538,4 +540,4 @@ def test_loss_surface_rejects_bad_inputs():
     with pytest.raises(LandscapeInputError, match="labels must be an integer"):
         loss_surface(model, images, labels.float(), two[:1], [0.0])
     with pytest.raises(LandscapeInputError, match="precision"):
-        loss_surface(model, images, labels, two[:1], [0.0], precision="fp8")
+        loss_surface(model, images, labels, two[:1], [0.0], settings=SurfaceSettings(precision="fp8"))

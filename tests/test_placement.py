@@ -30,7 +30,9 @@ def assert_on_stand_in(what: str, tensors) -> None:
 
 
 def model_spy(kernel: str):
-    def spy(model, images, labels, *args, **kwargs):
+    def spy(model, *args, **kwargs):
+        # hessian_sharpness takes (model, (images, labels), settings); the other kernels (model, images, labels, ...)
+        images, labels = args[0] if isinstance(args[0], tuple) else args[:2]
         assert_on_stand_in(f"{kernel}: a parameter or buffer", [*model.parameters(), *model.buffers()])
         assert_on_stand_in(f"{kernel}: the images", [images])
         assert_on_stand_in(f"{kernel}: the labels", [labels])

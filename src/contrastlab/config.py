@@ -175,7 +175,7 @@ class LandscapeConfig:
     span: float = 1.0  # the grid covers [-span, span]^2
     samples: Optional[int] = None  # None: the whole analysis split
     params: str = "all"  # "all" (encoder + probe) or "probe"
-    batch_size: Optional[int] = None  # None: on the CPU what keeps the largest activation in ~2 MiB (32-256), 1024 on a GPU
+    batch_size: Optional[int] = None  # None ("auto"): study/context.py AUTO_BATCH_SIZES
     seed: int = 0
     # "shared": every model's directions drawn with ``seed``; "per_model": a seed derived from
     # ``seed`` and the model (method, pretraining seed, task), as the original drew them per model.
@@ -197,7 +197,7 @@ class SharpnessConfig:
     # curvature along the landscape's directions); "none": the raw Hessian only.
     normalization: str = "filter"
     tol: float = 1e-4  # Lanczos stops when the top-k Ritz values change by less than this (relative)
-    batch_size: Optional[int] = None  # samples per Hessian-vector-product batch; None: 256 on the CPU, 512 on a GPU
+    batch_size: Optional[int] = None  # samples per Hessian-vector-product batch; None ("auto"): study/context.py AUTO_BATCH_SIZES
     seed: int = 0
 
 
@@ -210,7 +210,7 @@ class RobustnessConfig:
     samples: Optional[int] = None
     space: str = "pixel"  # "normalized" reproduces the original study's FGSM
     compare_spaces: bool = False  # also run FGSM in the other space (fgsm_<space>.csv) for the report's comparison
-    batch_size: int = 256
+    batch_size: Optional[int] = None  # None ("auto"): study/context.py AUTO_BATCH_SIZES
     seed: int = 0
 
 

@@ -20,9 +20,13 @@ model uses SyncBatchNorm, so only models without BatchNorm match a single proces
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as torch_dist
 from torch import Tensor
+
+from .errors import ConfigError
 
 
 def is_distributed() -> bool:
@@ -85,27 +89,46 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     return _GatherWithGrad.apply(tensor)
 
 
+def global_rank() -> int:
+    """This process's rank, also before the process group exists (``RANK`` of torchrun or the Slurm export); 0 alone."""
+    return rank() if is_distributed() else int(os.environ.get("RANK", "0"))
+
+
+def local_cuda_index() -> int:
+    """The index of this process's GPU among the GPUs it sees.
+
+    Under torchrun or Slurm a node's tasks either all see every GPU of the node (then the task
+    with local rank r takes GPU r) or each sees only its own (Slurm binding one GPU per task,
+    ``CUDA_VISIBLE_DEVICES`` with one entry: then it is GPU 0, whatever the local rank).
+    """
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    visible = torch.cuda.device_count()
+    if visible <= 1:
+        return 0
+    if local_rank >= visible:
+        raise ConfigError(f"LOCAL_RANK={local_rank} but this process sees {visible} GPUs; give each task one GPU "
+                          "or every task all of the node's GPUs")
+    return local_rank
+
+
 def init_from_env(device: str = "auto") -> None:
     """Join the process group that ``torchrun`` describes in the environment (RANK, WORLD_SIZE, ...).
 
-    Does nothing outside torchrun. Uses NCCL on CUDA (one GPU per local rank) and gloo on CPU.
+    Does nothing outside torchrun. Uses NCCL on CUDA (one GPU per local rank, see
+    :func:`local_cuda_index`) and gloo on CPU.
     """
-    import os
-
     if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return
     use_cuda = torch.cuda.is_available() and device != "cpu"
     if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(local_cuda_index())
     torch_dist.init_process_group(backend="nccl" if use_cuda else "gloo")
 
 
 def local_device(device: str = "auto") -> torch.device:
-    """The device of this process: its local GPU under torchrun, else ``device`` resolved."""
-    import os
-
+    """The device of this process: its local GPU (:func:`local_cuda_index`) when there is one, else ``device`` resolved."""
     if device == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            return torch.device("cuda", local_cuda_index())
         return torch.device("cpu")
     return torch.device(device)

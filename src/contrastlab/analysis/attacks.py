@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -108,23 +109,39 @@ def _channel_tensor(values: torch.Tensor | Sequence[float], images: torch.Tensor
     return tensor
 
 
-def _budget_and_bounds(
+def _unit_and_clamp(
     model: nn.Module,
     images: torch.Tensor,
-    eps: float,
     space: str,
     normalization: tuple[torch.Tensor | Sequence[float], torch.Tensor | Sequence[float]] | None,
-) -> tuple[torch.Tensor | float, bool]:
-    """Pixel budget per coordinate (ε, or ε·std in normalized space) and whether to clamp to [0, 1]."""
+) -> tuple[torch.Tensor | None, bool]:
+    """The pixel size of one ε unit (None: 1, pixel space; std per channel in normalized space) and whether
+    to clamp to [0, 1]. Checked here, once per attack or sweep: the std check reads a value back to the host."""
     if space == "pixel":
-        return eps, True
+        return None, True
     if space != "normalized":
         raise AttackInputError(f"space must be one of {', '.join(SPACES)}, got '{space}'")
     _, std = normalization if normalization is not None else find_normalization(model)
     std = _channel_tensor(std, images)
     if not bool((std > 0).all()):
         raise AttackInputError("normalization std must be > 0")
-    return eps * std, False
+    return std, False
+
+
+@dataclass(frozen=True)
+class Ball:
+    """The set an attack stays in: {‖x̃ − x‖∞ ≤ ``budget``}, intersected with [0, 1] when ``clamp``.
+
+    ``budget`` is ε in pixel space and ε·std (per channel) in normalized space.
+    """
+
+    eps: float
+    budget: torch.Tensor | float
+    clamp: bool
+
+    @classmethod
+    def of(cls, eps: float, unit: torch.Tensor | None, clamp: bool) -> Ball:
+        return cls(eps, eps if unit is None else eps * unit, clamp)
 
 
 def input_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
@@ -134,11 +151,17 @@ def input_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     mode. ``torch.autograd.grad`` returns the gradient without accumulating into any ``.grad``.
     ``precision="bf16"`` runs the forward pass under bf16 autocast; the loss is taken in fp32.
     """
+    return _input_gradient(model, images, labels, precision, check_labels=True)
+
+
+def _input_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, precision: str, check_labels: bool = False) -> torch.Tensor:
+    """:func:`input_gradient`, reading nothing back to the host unless ``check_labels`` (once per attack or sweep)."""
     x = images.detach().requires_grad_(True)
     with torch.enable_grad():
         with autocast(precision, x.device):
             logits = model(x)
-        _check_label_range(labels, logits)
+        if check_labels:
+            _check_label_range(labels, logits)
         loss = F.cross_entropy(at_least_fp32(logits), labels, reduction="sum")
         (gradient,) = torch.autograd.grad(loss, x)
     return gradient
@@ -189,18 +212,23 @@ def fgsm(
     check_precision(precision, error=AttackInputError)
     images, labels = _on_model_device(model, images, labels)
     with eval_mode(model):
-        budget, clamp = _budget_and_bounds(model, images, eps, space, normalization)
+        ball = Ball.of(eps, *_unit_and_clamp(model, images, space, normalization))
         if eps == 0:
             return images.detach().clone()
         if gradient is None:
             gradient = input_gradient(model, images, labels, precision)
         elif gradient.shape != images.shape:
             raise AttackInputError(f"gradient of shape {tuple(gradient.shape)} does not match images {tuple(images.shape)}")
-    adversarial = images.detach() + budget * gradient.sign()
-    return adversarial.clamp(0, 1) if clamp else adversarial
+    return fgsm_step(images, gradient, ball)
 
 
-def pgd(
+def fgsm_step(images: torch.Tensor, gradient: torch.Tensor, ball: Ball) -> torch.Tensor:
+    """x + budget·sign(gradient), clamped to [0, 1] when the ball says so: (B, ...) -> (B, ...), no read-back."""
+    adversarial = images.detach() + ball.budget * gradient.sign()
+    return adversarial.clamp(0, 1) if ball.clamp else adversarial
+
+
+def pgd(  # 11 parameters: the attack's own options, each named at the call as the literature names them
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -233,24 +261,43 @@ def pgd(
     if not math.isfinite(step_size) or step_size < 0:
         raise AttackInputError(f"step_size must be a finite number >= 0, got {step_size}")
     with eval_mode(model):
-        budget, clamp = _budget_and_bounds(model, images, eps, space, normalization)
+        ball = Ball.of(eps, *_unit_and_clamp(model, images, space, normalization))
         if eps == 0:
             return images.detach().clone()
-        scale = budget / eps  # 1 in pixel space, std in normalized space
-        origin = images.detach()
-        lower, upper = origin - budget, origin + budget
-        if clamp:
-            lower, upper = lower.clamp(min=0), upper.clamp(max=1)
+        plan = PGDPlan(steps, step_size, random_start, _generator(seed, images.device), precision)
+        return pgd_steps(model, images, labels, ball, plan, check_labels=True)
 
-        adversarial = origin.clone()
-        if random_start:
-            generator = _generator(seed, images.device)
-            noise = torch.rand(images.shape, generator=generator, dtype=images.dtype, device=images.device)
-            adversarial = torch.minimum(torch.maximum(origin + (2 * noise - 1) * budget, lower), upper)
-        for _ in range(steps):
-            gradient = input_gradient(model, adversarial, labels, precision)
-            stepped = adversarial + step_size * scale * gradient.sign()
-            adversarial = torch.minimum(torch.maximum(stepped, lower), upper)
+
+@dataclass(frozen=True)
+class PGDPlan:
+    """PGD's steps: how many, of what size (in ε units: pixels, or normalized units), from a random start or
+    not, the noise's generator (None: torch's global one) and the forward passes' precision."""
+
+    steps: int
+    step_size: float
+    random_start: bool
+    generator: torch.Generator | None
+    precision: str
+
+
+def pgd_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ball: Ball, plan: PGDPlan, check_labels: bool = False) -> torch.Tensor:
+    """PGD on checked inputs (ε > 0, model in eval mode): images (B, ...) -> adversarial images (B, ...).
+
+    No step reads anything back to the host (``check_labels`` checks the labels once, at the first step).
+    """
+    scale = ball.budget / ball.eps  # 1 in pixel space, std in normalized space
+    origin = images.detach()
+    lower, upper = origin - ball.budget, origin + ball.budget
+    if ball.clamp:
+        lower, upper = lower.clamp(min=0), upper.clamp(max=1)
+    adversarial = origin.clone()
+    if plan.random_start:
+        noise = torch.rand(images.shape, generator=plan.generator, dtype=images.dtype, device=images.device)
+        adversarial = torch.minimum(torch.maximum(origin + (2 * noise - 1) * ball.budget, lower), upper)
+    for step in range(plan.steps):
+        gradient = _input_gradient(model, adversarial, labels, plan.precision, check_labels=check_labels and step == 0)
+        stepped = adversarial + plan.step_size * scale * gradient.sign()
+        adversarial = torch.minimum(torch.maximum(stepped, lower), upper)
     return adversarial
 
 
@@ -265,60 +312,64 @@ Batches = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
 SweepInputs = Iterator[tuple[int, torch.Tensor, torch.Tensor]]
 
 
-def _fgsm_inputs(model: nn.Module, batches: Batches, eps_array: np.ndarray, kwargs: dict[str, Any]) -> SweepInputs:
+@dataclass(frozen=True)
+class Sweep:
+    """What every (ε, batch) of a sweep shares: the attacked view of the model, its batches, the ε values,
+    the ε unit and clamp of the attack's space, the forward passes' precision and the attack's own options."""
+
+    model: nn.Module
+    batches: Batches
+    eps: np.ndarray
+    unit: torch.Tensor | None
+    clamp: bool
+    precision: str
+    options: dict[str, Any]
+
+    def ball(self, eps: float) -> Ball:
+        return Ball.of(float(eps), self.unit, self.clamp)
+
+
+def _fgsm_inputs(sweep: Sweep, device: torch.device) -> SweepInputs:
     """FGSM's (ε, batch) inputs, batches outer: its gradient is taken at the clean images, so one
     gradient per batch serves every ε of the sweep (in normalized space too: the same sign, ε·std)."""
-    for x, y in batches():
+    if "seed" in sweep.options:
+        raise AttackInputError("fgsm draws no random numbers: it takes no seed")
+    if sweep.options:
+        raise AttackInputError(f"fgsm takes no option {', '.join(sorted(sweep.options))}")
+    for x, y in sweep.batches():
         gradient = None
-        for i, eps in enumerate(eps_array):
+        for i, eps in enumerate(sweep.eps):
             if eps > 0 and gradient is None:
-                gradient = input_gradient(model, x, y, kwargs["precision"])
-            yield i, (fgsm(model, x, y, float(eps), gradient=gradient, **kwargs) if eps > 0 else x), y
+                gradient = _input_gradient(sweep.model, x, y, sweep.precision)
+            yield i, (fgsm_step(x, gradient, sweep.ball(eps)) if eps > 0 else x), y
 
 
-def _attack_inputs(attack_fn: Callable[..., torch.Tensor], model: nn.Module, batches: Batches, eps_array: np.ndarray,
-                   kwargs: dict[str, Any], seed: int | torch.Generator | None, device: torch.device) -> SweepInputs:
-    """Any attack's (ε, batch) inputs, ε outer: an int ``seed`` is one fresh generator per ε that
-    the batches share in order; a generator (or None: torch's global one) draws in this order."""
-    for i, eps in enumerate(eps_array):
-        eps_kwargs = kwargs if seed is None else dict(kwargs, seed=_generator(seed, device))
-        for x, y in batches():
-            yield i, (attack_fn(model, x, y, float(eps), **eps_kwargs) if eps > 0 else x), y
+def _pgd_inputs(sweep: Sweep, device: torch.device) -> SweepInputs:
+    """PGD's (ε, batch) inputs, ε outer: an int ``seed`` is one fresh generator per ε that the batches
+    share in order; a generator (or None: torch's global one) draws in this order."""
+    options = dict(sweep.options)
+    seed = options.pop("seed", None)
+    steps = check_positive_int(options.pop("steps", 10), "steps", error=AttackInputError)
+    step_size, random_start = options.pop("step_size", None), options.pop("random_start", True)
+    if options:
+        raise AttackInputError(f"pgd takes no option {', '.join(sorted(options))}")
+    for i, eps in enumerate(sweep.eps):
+        size = 2.5 * eps / steps if step_size is None else float(step_size)
+        if not math.isfinite(size) or size < 0:
+            raise AttackInputError(f"step_size must be a finite number >= 0, got {size}")
+        generator = _generator(seed, device)
+        for x, y in sweep.batches():
+            if eps > 0:
+                x = pgd_steps(sweep.model, x, y, sweep.ball(eps), PGDPlan(steps, size, random_start, generator, sweep.precision))
+            yield i, x, y
 
 
-def robust_accuracy(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    eps_values: Sequence[float] | np.ndarray | torch.Tensor,
-    attack: str = "fgsm",
-    batch_size: int = 256,
-    *,
-    precision: str = "fp32",
-    fold_bn: bool = FOLD_BN_DEFAULT,
-    channels_last: bool = CHANNELS_LAST_DEFAULT,
-    progress: bool = False,
-    **attack_kwargs: Any,
-) -> RobustnessCurve:
-    """Accuracy and mean CE of ``model`` under ``attack`` at every ε of ``eps_values`` (E,).
+# Each attack's sweep: its (ε, batch) inputs, attacked without a read-back to the host.
+SWEEPS: dict[str, Callable[[Sweep, torch.device], SweepInputs]] = {"fgsm": _fgsm_inputs, "pgd": _pgd_inputs}
 
-    ``images`` (N, ...) pixels in [0, 1] and ``labels`` (N,) are attacked in batches of
-    ``batch_size``, moved to the model's device (its first parameter's); ε = 0 evaluates the
-    clean images. ``attack`` is a name in :data:`ATTACKS`; ``attack_kwargs`` go to it (e.g.
-    ``steps``, ``space``). An int ``seed`` among them becomes one generator per ε shared by
-    all batches, so batches draw different noise and each ε's result does not depend on the
-    other ε values in the sweep (it does depend on ``batch_size``). ``precision`` "fp32" |
-    "bf16": autocast of every forward pass; losses are accumulated in float64.
-    ``fold_bn``: attack and evaluate a view of the model with every conv→BatchNorm pair folded
-    into one convolution (the same function in eval mode, so the same input gradients up to
-    float rounding; one pass over each activation map less). ``channels_last``: the folded
-    convolutions' weights (the view's own; ``model`` is never changed) and 4-D batches in
-    channels_last memory format, which oneDNN's convolutions run faster (rounding differs from
-    NCHW, the math does not). FGSM takes one input gradient per batch for the whole sweep (it
-    does not depend on ε); the curve equals attacking each (ε, batch) of the same view and
-    batches with :func:`fgsm` bit for bit.
-    """
-    attack_fn = lookup(ATTACKS, attack, "attack")
+
+def _check_sweep(images: torch.Tensor, labels: torch.Tensor, eps_values, batch_size: int, precision: str) -> tuple[np.ndarray, int]:
+    """The ε values as a float64 array (E,) and the batch size, after checking every input once."""
     eps_array = np.asarray(eps_values.detach().cpu() if torch.is_tensor(eps_values) else eps_values, dtype=np.float64).reshape(-1)
     if eps_array.size == 0:
         raise AttackInputError("eps_values must hold at least one ε")
@@ -327,42 +378,82 @@ def robust_accuracy(
     _check_batch(images, labels)
     batch_size = check_positive_int(batch_size, "batch_size", error=AttackInputError)
     check_precision(precision, error=AttackInputError)
-    device = model_device(model, default=images.device)
-    seed = attack_kwargs.pop("seed", None)
-    if seed is not None and attack_fn is fgsm:
-        raise AttackInputError("fgsm draws no random numbers: it takes no seed")
-    if attack_kwargs.get("space") == "normalized" and attack_kwargs.get("normalization") is None:
-        attack_kwargs["normalization"] = find_normalization(model)  # before folding hides the buffers' owner
-    kwargs = dict(attack_kwargs, precision=precision)
+    return eps_array, batch_size
 
-    n = images.shape[0]
-    starts = range(0, n, batch_size)
 
+def _batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device, channels_last: bool) -> Batches:
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in starts:
+        for start in range(0, images.shape[0], batch_size):
             x = images[start : start + batch_size].to(device)
             if channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, labels[start : start + batch_size].to(device)
+    return batches
 
-    correct = np.zeros(len(eps_array), dtype=np.int64)
-    total_loss = np.zeros(len(eps_array))
+
+def _evaluate_sweep(sweep: Sweep, inputs: SweepInputs, n: int, device: torch.device, advance: Callable[..., None]) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy and mean CE per ε (E,): sums accumulate on the device and are read back once, at the end."""
+    total_loss = torch.zeros(len(sweep.eps), dtype=torch.float64, device=device)
+    correct = torch.zeros(len(sweep.eps), dtype=torch.int64, device=device)
+    labels_checked = False
+    for i, x, y in inputs:
+        with torch.no_grad(), autocast(sweep.precision, device):
+            logits = sweep.model(x)
+        if not labels_checked:  # once: the check reads the labels back to the host
+            _check_label_range(y, logits)
+            labels_checked = True
+        total_loss[i] += F.cross_entropy(logits.double(), y, reduction="sum")
+        correct[i] += (logits.argmax(1) == y).sum()
+        advance(1)
+    return correct.cpu().numpy() / n, total_loss.cpu().numpy() / n
+
+
+def robust_accuracy(  # 9 with **attack_kwargs: the attack's options pass through by name, as to fgsm and pgd
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps_values: Sequence[float] | np.ndarray | torch.Tensor,
+    attack: str = "fgsm",
+    batch_size: int = 256,
+    *,
+    precision: str = "fp32",
+    progress: bool = False,
+    **attack_kwargs: Any,
+) -> RobustnessCurve:
+    """Accuracy and mean CE of ``model`` under ``attack`` at every ε of ``eps_values`` (E,).
+
+    ``images`` (N, ...) pixels in [0, 1] and ``labels`` (N,) are attacked in batches of
+    ``batch_size``, moved to the model's device (its first parameter's); ε = 0 evaluates the
+    clean images. ``attack`` is a name in :data:`SWEEPS`; ``attack_kwargs`` are ``space`` and
+    ``normalization`` (as in :func:`fgsm`), PGD's ``steps``, ``step_size``, ``random_start``,
+    ``seed``, and ``fold_bn``/``channels_last`` (below). An int ``seed`` becomes one generator
+    per ε shared by all batches, so batches draw different noise and each ε's result does not
+    depend on the other ε values in the sweep (it does depend on ``batch_size``). ``precision``
+    "fp32" | "bf16": autocast of every forward pass; losses are accumulated in float64.
+    ``fold_bn`` (default :data:`FOLD_BN_DEFAULT`): attack and evaluate a view of the model with
+    every conv→BatchNorm pair folded into one convolution (the same function in eval mode, so the
+    same input gradients up to float rounding). ``channels_last`` (default
+    :data:`CHANNELS_LAST_DEFAULT`): the folded view's weights and 4-D batches in channels_last
+    (rounding differs from NCHW, the math does not). Per batch and ε nothing is read back to the
+    host: the sums are read once, at the end. The curve equals attacking each (ε, batch) of the
+    same view and batches with :func:`fgsm` or :func:`pgd` bit for bit.
+    """
+    sweep_inputs = lookup(SWEEPS, attack, "attack")
+    eps_array, batch_size = _check_sweep(images, labels, eps_values, batch_size, precision)
+    device = model_device(model, default=images.device)
+    fold_bn = attack_kwargs.pop("fold_bn", FOLD_BN_DEFAULT)
+    channels_last = attack_kwargs.pop("channels_last", CHANNELS_LAST_DEFAULT)
+    space, normalization = attack_kwargs.pop("space", "pixel"), attack_kwargs.pop("normalization", None)
+    starts = range(0, images.shape[0], batch_size)
     with eval_mode(model), progress_bar(len(eps_array) * len(starts), f"{attack} sweep", progress) as advance:
+        # The normalization's buffers are found before folding hides their owner.
+        unit, clamp = _unit_and_clamp(model, images[:1].to(device), space, normalization)
         evaluated = fold_batchnorm(model)[0] if fold_bn else model
         if channels_last:
             folded_to_channels_last(evaluated)
-        if attack_fn is fgsm:
-            inputs = _fgsm_inputs(evaluated, batches, eps_array, kwargs)
-        else:
-            inputs = _attack_inputs(attack_fn, evaluated, batches, eps_array, kwargs, seed, device)
-        for i, x, y in inputs:
-            with torch.no_grad(), autocast(precision, device):
-                logits = evaluated(x)
-            _check_label_range(y, logits)
-            total_loss[i] += F.cross_entropy(logits.double(), y, reduction="sum").item()
-            correct[i] += int((logits.argmax(1) == y).sum())
-            advance(1)
-    accuracy, loss = correct / n, total_loss / n
+        sweep = Sweep(evaluated, _batches(images, labels, batch_size, device, channels_last), eps_array, unit, clamp, precision,
+                      attack_kwargs)
+        accuracy, loss = _evaluate_sweep(sweep, sweep_inputs(sweep, device), images.shape[0], device, advance)
     for eps, acc, value in zip(eps_array, accuracy, loss):
         log.debug("%s eps=%.5f accuracy=%.4f loss=%.4f", attack, eps, acc, value)
     return RobustnessCurve(eps=eps_array, accuracy=accuracy, loss=loss)

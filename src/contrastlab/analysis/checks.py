@@ -32,7 +32,11 @@ class AnalysisInputError(ContrastlabError, ValueError):
 
 
 class LandscapeInputError(AnalysisInputError):
-    """A direction, grid, batch or option that the landscape or sharpness analysis cannot use."""
+    """A direction, grid, batch or option that the landscape analysis cannot use."""
+
+
+class SharpnessInputError(AnalysisInputError):
+    """A batch, parameter selection, vector or option that the Hessian (sharpness) analysis cannot use."""
 
 
 # --------------------------------------------------------------------------- samples and options

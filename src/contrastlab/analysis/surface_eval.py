@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,8 @@ _AFFINE_BLOCK_ELEMENTS = 1 << 22
 # (benchmarks/README.md: 256 samples for a width-8 CIFAR ResNet-18 at 16×16, 32 at width 64 and 32×32).
 CPU_ACTIVATION_BUDGET_BYTES = 2 << 20
 CPU_BATCH_RANGE = (32, 256)
+# Samples per forward batch on a GPU when none is given: large batches fill it.
+GPU_BATCH_SIZE = 1024
 
 
 # --------------------------------------------------------------------------- pieces
@@ -93,8 +96,9 @@ def compute_inputs(module: nn.Module, images: torch.Tensor, batch_size: int, dev
     return torch.cat(outputs)
 
 
-def sum_loss_and_correct(module: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, precision: str) -> tuple[float, int]:
-    """Σ_n CE (float64) and the number of correct argmax predictions of ``module`` on ``inputs``."""
+def loss_and_correct_sums(module: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, precision: str) -> torch.Tensor:
+    """(Σ_n CE, number of correct argmax predictions) of ``module`` on ``inputs`` as one float64 tensor (2,)
+    on their device: nothing is read back to the host (a point's numbers are read with its row's)."""
     total = torch.zeros((), dtype=torch.float64, device=inputs.device)
     correct = torch.zeros((), dtype=torch.int64, device=inputs.device)
     for start in range(0, inputs.shape[0], batch_size):
@@ -104,7 +108,13 @@ def sum_loss_and_correct(module: nn.Module, inputs: torch.Tensor, labels: torch.
         logits = logits.double()
         total += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
-    return total.item(), int(correct.item())
+    return torch.stack([total, correct.double()])  # counts < 2**53: exact in float64
+
+
+def read_back(sums: list[torch.Tensor], samples: int) -> list[tuple[float, float]]:
+    """(mean CE, accuracy) per point from its (2,) sums: one copy to the host for all of them."""
+    values = torch.stack(sums).cpu().numpy()
+    return [(float(total) / samples, float(correct) / samples) for total, correct in values]
 
 
 @torch.no_grad()
@@ -138,74 +148,98 @@ class _Worker:
     parameters: list[torch.Tensor]
 
 
-def per_point_surface(
-    evaluated: nn.Module,
-    inputs: torch.Tensor,
-    labels: torch.Tensor,
-    moving: list[torch.Tensor],
-    steps: list[list[torch.Tensor]],
-    grid: PartialGrid,
-    *,
-    batch_size: int,
-    precision: str,
-    workers: int,
-    fold_bn: bool,
-    channels_last: bool,
-    progress: bool,
-) -> Surface:
+@dataclass(frozen=True)
+class PointOptions:
+    """How :func:`per_point_surface` evaluates a point: samples per forward batch, ``precision``, concurrent
+    ``workers`` (resolved), BN folding, channels_last and a progress bar."""
+
+    batch_size: int
+    precision: str = "fp32"
+    workers: int = 1
+    fold_bn: bool = True
+    channels_last: bool = True
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class Moves:
+    """The parameters a surface moves and, per direction k, ``steps[k]``: the matching tensors of that direction."""
+
+    parameters: list[torch.Tensor]
+    steps: list[list[torch.Tensor]]
+
+
+def _workers(evaluated: nn.Module, moving: list[torch.Tensor], count: int, options: PointOptions) -> list[_Worker]:
+    """``count`` workers: ``evaluated`` itself for one, private copies for several; folded and channels_last as asked."""
+    owned = [evaluated] if count == 1 else [copy.deepcopy(evaluated) for _ in range(count)]
+    position = {id(p): i for i, p in enumerate(evaluated.parameters())}
+    workers = []
+    for module in owned:
+        own_parameters = list(module.parameters())
+        moved = [own_parameters[position[id(p)]] for p in moving]
+        folded, refresh = fold_batchnorm(module) if options.fold_bn else (module, lambda: None)
+        if options.channels_last:
+            folded_to_channels_last(folded)
+        workers.append(_Worker(folded, refresh, moved))
+    return workers
+
+
+def per_point_surface(evaluated: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, moves: Moves, grid: PartialGrid,
+                      options: PointOptions) -> Surface:
     """The remaining points of ``grid``: ``evaluated`` (N, ...) -> logits at θ* + Σ c_k·steps[k].
 
-    ``moving`` are the parameters of ``evaluated`` that the directions move and ``steps[k]`` the
-    matching tensors of direction k. With one worker ``evaluated`` itself is moved (and written
-    back bit-identically to θ*, also on an exception); with several, each moves a private copy.
+    ``moves.parameters`` are the parameters of ``evaluated`` that the directions move. With one
+    worker ``evaluated`` itself is moved (and written back bit-identically to θ*, also on an
+    exception); with several, each moves a private copy. With one worker (every GPU) nothing is
+    read back to the host per point: a row's sums stay on the device and are read at its end.
     """
     todo = grid.todo()
-    origins = [p.detach().clone() for p in moving]
-    workers = min(workers, len(todo))
+    origins = [p.detach().clone() for p in moves.parameters]
+    count = min(options.workers, len(todo))
     with eval_mode(evaluated):
-        owned = [evaluated] if workers == 1 else [copy.deepcopy(evaluated) for _ in range(workers)]
-        position = {id(p): i for i, p in enumerate(evaluated.parameters())}
-        states = []
-        for module in owned:
-            own_parameters = list(module.parameters())
-            moved = [own_parameters[position[id(p)]] for p in moving]
-            folded, refresh = fold_batchnorm(module) if fold_bn else (module, lambda: None)
-            if channels_last:
-                folded_to_channels_last(folded)
-            states.append(_Worker(folded, refresh, moved))
-        if channels_last and inputs.ndim == 4:
+        states = _workers(evaluated, moves.parameters, count, options)
+        if options.channels_last and inputs.ndim == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
 
-        def evaluate(worker: _Worker, row: int, column: int) -> tuple[float, float]:
-            set_point(worker.parameters, origins, steps, grid.coefficients(row, column))
+        def evaluate(worker: _Worker, row: int, column: int) -> torch.Tensor:
+            set_point(worker.parameters, origins, moves.steps, grid.coefficients(row, column))
             worker.refresh()
             with torch.inference_mode():
-                total, correct = sum_loss_and_correct(worker.module, inputs, labels, batch_size, precision)
-            return total / inputs.shape[0], correct / inputs.shape[0]
+                return loss_and_correct_sums(worker.module, inputs, labels, options.batch_size, options.precision)
 
         try:
-            with progress_bar(len(todo), "loss surface", progress) as advance:
-                if workers == 1:
-                    for row, column in todo:
-                        grid.record(row, column, *evaluate(states[0], row, column))
-                        advance(1)
+            with progress_bar(len(todo), "loss surface", options.progress) as advance:
+                if count == 1:
+                    _evaluate_by_rows(lambda row, column: evaluate(states[0], row, column), todo, grid, inputs.shape[0], advance)
                 else:
-                    _evaluate_in_parallel(evaluate, states, todo, grid, advance)
+                    _evaluate_in_parallel(evaluate, states, todo, grid, inputs.shape[0], advance)
         finally:
-            if workers == 1:
-                set_point(states[0].parameters, origins, steps, [0.0] * len(steps))  # θ*, bit for bit
+            if count == 1:
+                set_point(states[0].parameters, origins, moves.steps, [0.0] * len(moves.steps))  # θ*, bit for bit
             grid.save()
     return grid.surface()
 
 
+def _evaluate_by_rows(evaluate: Callable[[int, int], torch.Tensor], todo: list[tuple[int, int]], grid: PartialGrid,
+                      samples: int, advance: Callable[..., None]) -> None:
+    """Evaluate ``todo`` row by row, reading each row's numbers back to the host once, at its end."""
+    for row, points in itertools.groupby(todo, key=lambda point: point[0]):
+        columns = [column for _, column in points]
+        sums = [evaluate(row, column) for column in columns]
+        for column, (loss, accuracy) in zip(columns, read_back(sums, samples)):
+            grid.record(row, column, loss, accuracy)
+        advance(len(columns))
+
+
 def _evaluate_in_parallel(
-    evaluate: Callable[[_Worker, int, int], tuple[float, float]],
+    evaluate: Callable[[_Worker, int, int], torch.Tensor],
     states: list[_Worker],
     todo: list[tuple[int, int]],
     grid: PartialGrid,
+    samples: int,
     advance: Callable[..., None],
 ) -> None:
-    """Evaluate ``len(states)`` points at a time, one per worker thread, each op single-threaded.
+    """Evaluate ``len(states)`` points at a time, one per worker thread, each op single-threaded (the CPU's way).
 
     Torch ops release the GIL, so the threads run on separate cores without the per-op
     synchronization of intra-op parallelism (which dominates on a busy or small machine).
@@ -217,9 +251,10 @@ def _evaluate_in_parallel(
             for start in range(0, len(todo), len(states)):
                 points = todo[start : start + len(states)]
                 futures = [pool.submit(evaluate, worker, row, column) for worker, (row, column) in zip(states, points)]
-                for (row, column), future in zip(points, futures):
-                    grid.record(row, column, *future.result())
-                    advance(1)
+                values = read_back([future.result() for future in futures], samples)
+                for (row, column), (loss, accuracy) in zip(points, values):
+                    grid.record(row, column, loss, accuracy)
+                advance(len(points))
     finally:
         torch.set_num_threads(threads)
 

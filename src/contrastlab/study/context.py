@@ -19,6 +19,14 @@ from .plan import Unit
 # The kind of unit whose "auto" precision is bf16 on CUDA; every analysis stays fp32.
 BF16_UNDER_AUTO = ("pretrain",)
 
+# Unit kind -> (CPU, GPU) samples per batch when its section's batch_size is None ("auto"); a set value always wins.
+# GPUs are filled by larger batches. The landscape's None on the CPU: the kernel measures it (cpu_batch_size, 32-256).
+AUTO_BATCH_SIZES = {
+    "landscape": (None, 1024),
+    "sharpness": (256, 512),
+    "robustness": (256, 1024),
+}
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> this process's GPU if there is one (its local rank's under torchrun), else the CPU."""
@@ -32,6 +40,15 @@ def resolve_precision(precision: str, device: torch.device, kind: str) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" and kind in BF16_UNDER_AUTO else "fp32"
     return precision
+
+
+def enable_cudnn_benchmark(device: torch.device) -> bool:
+    """On CUDA, let cuDNN time its convolution algorithms once per input shape and keep the fastest:
+    every stage's loops run the same few shapes over and over. Nothing to do elsewhere."""
+    if device.type != "cuda":
+        return False
+    torch.backends.cudnn.benchmark = True
+    return True
 
 
 def enable_tf32(device: torch.device) -> bool:
@@ -67,16 +84,17 @@ class StageContext:
             raise KeyError(f"unit {self.unit.id} has {len(paths)} '{role}' inputs, expected one")
         return paths[0]
 
-    def batch_size(self, configured: int | None, cpu: int, gpu: int) -> int:
-        """``configured``, or the default for this device: GPUs are filled by larger batches."""
+    def batch_size(self, configured: int | None) -> int | None:
+        """``configured`` when set, else this unit kind's default for this device (:data:`AUTO_BATCH_SIZES`)."""
         if configured is not None:
             return configured
+        cpu, gpu = AUTO_BATCH_SIZES[self.unit.kind]
         return cpu if self.device.type == "cpu" else gpu
 
     def execution(self) -> dict[str, Any]:
         """Where and how the unit computed, for its manifest (CPU results also depend on the thread count)."""
         return {"device": str(self.device), "device_name": device_name(self.device), "precision": self.precision,
-                "tf32": self.device.type == "cuda", "threads": torch.get_num_threads()}
+                "tf32": self.device.type == "cuda", "cudnn_benchmark": self.device.type == "cuda", "threads": torch.get_num_threads()}
 
 
 SECTIONS = {  # unit kind -> its config section
@@ -97,6 +115,7 @@ def unit_context(unit: Unit, config: StudyConfig, run_dir: Path, folder: Path, p
     """The context of a study unit: inputs from its upstream units' folders, device and precision resolved."""
     device = resolve_device(config.device) if device is None else device
     enable_tf32(device)  # before the stage computes anything, as its manifest will say
+    enable_cudnn_benchmark(device)
     inputs: dict[str, list[Path]] = {}
     for role, relative in unit.inputs:
         inputs.setdefault(role, []).append(run_dir / relative)

@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..distributed import global_rank
+
 log = logging.getLogger(__name__)
 
 _announced = False  # the "not installed" line is logged once per process
@@ -68,9 +70,10 @@ def scalar_writer(log_dir: str | Path | None) -> NullWriter | EventWriter:
 
     log_dir: the directory for the event files (created if needed), or None for no logging.
     Returns an :class:`EventWriter` when TensorBoard is importable, else a :class:`NullWriter`.
+    Under DDP only rank 0 writes (every rank has the same curves): the others get a NullWriter.
     """
     global _announced
-    if log_dir is None:
+    if log_dir is None or global_rank() != 0:
         return NullWriter()
     try:
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard; ImportError without it

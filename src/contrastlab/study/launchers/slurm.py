@@ -101,6 +101,8 @@ def run_unit_job(unit: Unit, config: StudyConfig, run_dir: Path) -> float:
 
     from ...distributed import init_from_env
 
+    # RANK, LOCAL_RANK, WORLD_SIZE, MASTER_*; the GPU of each task is then found whether Slurm bound one GPU
+    # per task (it sees cuda:0 only) or every task sees the node's GPUs (distributed.local_cuda_index).
     submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     init_from_env(config.device)
     try:

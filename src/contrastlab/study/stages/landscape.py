@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 
-from ...analysis.landscape import loss_surface, random_directions, save_surface
+from ...analysis.landscape import SurfaceSettings, loss_surface, random_directions, save_surface
 from ...config import LandscapeConfig
 from ..context import StageContext
 from ..inputs import probe_and_data
@@ -37,8 +37,8 @@ def _surface(ctx: StageContext, s: LandscapeConfig, model, images, labels, meta:
                                    normalization=s.normalization)
     axis = np.linspace(-s.span, s.span, s.grid)
     partial = ctx.folder / ("partial.npy" if name == "surface" else f"partial_{name}.npy")
-    surface = loss_surface(model, images, labels, directions, axis, axis, batch_size=s.batch_size, precision=ctx.precision,
-                           resume_path=partial, progress=ctx.progress)
+    settings = SurfaceSettings(batch_size=ctx.batch_size(s.batch_size), precision=ctx.precision, resume_path=partial, progress=ctx.progress)
+    surface = loss_surface(model, images, labels, directions, axis, axis, settings)
     save_surface(ctx.folder / f"{name}.npy", surface, {
         **meta, "params": s.params, "direction_seed": seed, "direction_seeding": seeding, "base_seed": s.seed,
         "ignore": s.ignore, "direction_normalization": s.normalization, "precision": ctx.precision,

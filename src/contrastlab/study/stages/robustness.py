@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -14,10 +12,12 @@ from ..context import StageContext
 from ..inputs import probe_and_data
 
 
-def robustness_curves(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, s: RobustnessConfig, folder: Path,
-                      meta: dict, batch_size: int, precision: str = "fp32", progress: bool = False) -> None:
-    """Write ``<attack>.csv`` (eps, eps_255, accuracy, loss) per attack and ``robustness.json``;
+def robustness_curves(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, ctx: StageContext, meta: dict,
+                      batch_size: int) -> None:
+    """Write ``<attack>.csv`` (eps, eps_255, accuracy, loss) per attack and ``robustness.json`` into the unit's folder;
     with ``compare_spaces``, also ``fgsm_<other space>.csv`` (FGSM with ε applied in the other space)."""
+    s: RobustnessConfig = ctx.settings
+    folder, precision, progress = ctx.folder, ctx.precision, ctx.progress
     eps = np.asarray(s.eps_255, dtype=np.float64) / 255
     runs = [(attack, s.space, attack) for attack in s.attacks]
     other = next(x for x in SPACES if x != s.space)
@@ -40,5 +40,5 @@ def robustness_curves(model: torch.nn.Module, images: torch.Tensor, labels: torc
 
 def run(ctx: StageContext) -> None:
     model, images, labels, meta = probe_and_data(ctx, ctx.settings.samples)
-    batch_size = ctx.batch_size(ctx.settings.batch_size, cpu=256, gpu=1024)
-    robustness_curves(model, images, labels, ctx.settings, ctx.folder, meta, batch_size, ctx.precision, ctx.progress)
+    batch_size = ctx.batch_size(ctx.settings.batch_size)
+    robustness_curves(model, images, labels, ctx, meta, batch_size)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ...analysis.sharpness import hessian_sharpness
+from ...analysis.hessian import HessianSettings
+from ...analysis.sharpness import SharpnessSettings, hessian_sharpness
 from ...utils.io import write_json
 from ..context import StageContext
 from ..inputs import probe_and_data
@@ -16,10 +17,11 @@ def run(ctx: StageContext) -> None:
     # The raw Hessian always (the original's number); the filter-normalized one, S H S, when asked:
     # BatchNorm makes each filter scale-free, so raw curvature also measures weight norms.
     # One call, so both normalizations share the Hessian's first-backward graphs.
-    estimates = hessian_sharpness(
-        model, images, labels, normalizations=("none", "filter") if s.normalization == "filter" else ("none",),
-        k=s.top_k, iters=s.iters, tol=s.tol, trace_samples=s.trace_samples, seed=s.seed, params=PARAMETER_SUBSETS[s.params],
-        batch_size=ctx.batch_size(s.batch_size, cpu=256, gpu=512), precision=ctx.precision, progress=ctx.progress)
+    hessian = HessianSettings(params=PARAMETER_SUBSETS[s.params], batch_size=ctx.batch_size(s.batch_size), precision=ctx.precision)
+    settings = SharpnessSettings(normalizations=("none", "filter") if s.normalization == "filter" else ("none",), k=s.top_k,
+                                 iters=s.iters, tol=s.tol, trace_samples=s.trace_samples, seed=s.seed, hessian=hessian,
+                                 progress=ctx.progress)
+    estimates = hessian_sharpness(model, (images, labels), settings)
     for normalization, (top, trace) in estimates.items():
         values = {"top_eigenvalues": [float(v) for v in top.values], "lanczos_steps": int(top.iterations), "lanczos_tol": top.tol,
                   "lanczos_converged": bool(top.converged),
