@@ -311,7 +311,8 @@ def bench_inference(sizes: Sizes, device: torch.device, precision: str, record: 
 
 
 def bench_landscape(sizes: Sizes, device: torch.device, precision: str, record: dict) -> dict:
-    from contrastlab.analysis.landscape import loss_surface, random_directions
+    from contrastlab.analysis.directions import random_directions
+    from contrastlab.analysis.landscape import loss_surface
 
     record["loss_surface"] = signature(loss_surface)
     record["random_directions"] = signature(random_directions)

@@ -16,7 +16,8 @@ from typing import List, Optional
 
 import typer
 
-from .config import check_config, load_config, read_config
+from .config import read_config
+from .config_checks import check_config, load_config
 from .errors import ContrastlabError, Interrupted
 
 app = typer.Typer(help=__doc__.splitlines()[0] if __doc__ else None, no_args_is_help=True,

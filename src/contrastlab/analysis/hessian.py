@@ -30,7 +30,6 @@ from .checks import (
     at_least_fp32,
     LandscapeInputError,
     ParameterSelector,
-    autocast,
     check_batch,
     check_choice,
     check_label_range,
@@ -39,6 +38,7 @@ from .checks import (
     model_device,
     parameter_mask,
 )
+from ..precision import autocast
 from .directions import filter_scales
 
 log = logging.getLogger(__name__)

@@ -188,7 +188,7 @@ def landscape_seedings(run: RunInfo) -> dict[str, Results]:
     """Mean loss rise over the landscape grid (mean loss in the grid − loss at θ*) by direction
     seeding: seeding -> {(method, task): {seed: rise}}, from surface.npy and, where computed
     (analysis.landscape.compare_seeding), surface_<other seeding>.npy of the same model."""
-    from ..analysis.landscape import load_surface
+    from ..analysis.surface_grid import load_surface
 
     rises: dict[str, Results] = defaultdict(lambda: defaultdict(dict))
     for unit in run.units.get("landscape", []):

@@ -19,9 +19,9 @@ import logging
 from pathlib import Path
 
 from ..config import StudyConfig, config_hash, to_dict
-from ..rundir import RunLock, unit_id
-from .context import SECTIONS, unit_context
-from .plan import ANALYSES, Unit
+from ..rundir import PER_RUN_KINDS, RunLock, unit_id
+from .context import unit_context
+from .plan import SECTIONS, Unit
 from .units import is_done, prepare_unit_folder, run_stage
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def encoder_units(config: StudyConfig, spec: str, seed: int = 0, label: str | No
                     config_hash({**base, "kind": "finetune", "classes": classes, "settings": to_dict(config.finetune)}),
                     label, seed, t, inputs=(("encoder", spec),))
         units.append(fine)
-        for kind in ANALYSES:
+        for kind in PER_RUN_KINDS:
             settings = SECTIONS[kind](config)
             if settings.enabled:
                 key = config_hash({"finetune": fine.key, kind: to_dict(settings), "execution": execution})

@@ -12,19 +12,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import StudyConfig, config_hash, to_dict
-from ..rundir import PER_RUN_KINDS, task_name, unit_id
+from ..rundir import PER_RUN_KINDS, unit_id
 
 RANDOM = "random"  # the random-init baseline, probed like a method
-ANALYSES = PER_RUN_KINDS
 
-__all__ = ["ANALYSES", "RANDOM", "Unit", "plan_units", "study_methods", "task_name"]
+__all__ = ["RANDOM", "SECTIONS", "Unit", "plan_units", "study_methods"]
+
+SECTIONS = {  # unit kind -> its config section
+    "pretrain": lambda c: c.pretrain,
+    "finetune": lambda c: c.finetune,
+    "landscape": lambda c: c.analysis.landscape,
+    "sharpness": lambda c: c.analysis.sharpness,
+    "robustness": lambda c: c.analysis.robustness,
+    "geometry": lambda c: c.analysis.geometry,
+    "trajectory": lambda c: c.analysis.pretraining_trajectory,
+    "representation": lambda c: c.analysis.representation,
+    "alignment": lambda c: c.analysis.representation,
+}
 
 
 @dataclass(frozen=True)
 class Unit:
     """One unit of work: a stage for one (method, seed, task), or a per-task aggregate."""
 
-    kind: str  # "pretrain" | "finetune" | one of ANALYSES | "geometry" | "trajectory" | "representation" | "alignment"
+    kind: str  # "pretrain" | "finetune" | one of PER_RUN_KINDS | "geometry" | "trajectory" | "representation" | "alignment"
     id: str  # its folder, relative to the run directory
     key: str  # hash of everything its result depends on
     method: str | None = None
@@ -77,7 +88,7 @@ def plan_units(config: StudyConfig) -> list[Unit]:
                 finetune_ids[t].append(fine.id)
                 if method == RANDOM:
                     continue
-                for analysis in ANALYSES:
+                for analysis in PER_RUN_KINDS:
                     settings = getattr(config.analysis, analysis)
                     if settings.enabled:
                         key = config_hash({"finetune": fine.key, analysis: to_dict(settings), "execution": execution})
@@ -139,8 +150,6 @@ def single_unit(config: StudyConfig, kind: str, *, method: str | None = None, se
                 inputs: dict[str, str] | None = None) -> Unit:
     """One unit run on its own (``contrastlab pretrain/finetune/analyze``) in its own output folder:
     its inputs are files given by the user, its key covers them and every setting of its stage."""
-    from .context import SECTIONS
-
     inputs = inputs or {}
     spec = {"kind": kind, "method": method, "seed": seed, "settings": to_dict(SECTIONS[kind](config)), "data": to_dict(config.data),
             "model": to_dict(config.model), "inputs": {role: str(path) for role, path in inputs.items()},

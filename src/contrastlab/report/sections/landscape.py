@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...analysis.landscape import Surface, load_surface
+from ...analysis.surface_grid import Surface, load_surface
 from .. import html as h
 from ..context import ReportContext, Section, unit_settings
 from ..landscape_figures import plot_landscape_1d, plot_landscape_contours, plot_landscape_surfaces_3d

@@ -10,7 +10,9 @@ import zlib
 
 import numpy as np
 
-from ...analysis.landscape import loss_surface, random_directions, save_surface
+from ...analysis.directions import random_directions
+from ...analysis.landscape import loss_surface
+from ...analysis.surface_grid import save_surface
 from ...config import LandscapeConfig
 from ..context import StageContext
 from ..inputs import probe_and_data
