@@ -68,7 +68,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 METHODS = ("simclr", "supcon", "supce")
 
-# The full paper grid (DESIGN.md, preset `paper`).
+# The full paper grid (docs/design-notes.md, preset `paper`).
 PAPER = {
     "methods": 3, "seeds": 4, "tasks": 4, "epochs": 200, "pretrain_images": 50_000,
     "task_train": 2_500, "task_val": 500, "grid": 51, "landscape_images": 2_500,

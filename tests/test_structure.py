@@ -192,3 +192,93 @@ def test_removed_names_are_imported_from_nowhere():
                 module = absolute_module(named.get(path, path.stem), path, node)
                 offenders += [f"{path.relative_to(REPO)}: {module}.{a.name}" for a in node.names if (module, a.name) in REMOVED]
     assert offenders == []
+
+
+# ---- the run directory's file names in one module (31.3) -----------------------------------------
+
+# Modules that still spell unit file names themselves, to be moved onto contrastlab.rundir. Each entry
+# is a debt: the pretraining and probe recipes (train/ and their stages) are being rewritten and take
+# their paths from rundir when they land; then they come off. Nothing is to be added to this list.
+SPELLS_FILE_NAMES_FOR_NOW = {
+    "contrastlab/train/pretrain.py",
+    "contrastlab/train/finetune.py",
+    "contrastlab/study/stages/pretrain.py",
+    "contrastlab/study/stages/finetune.py",
+}
+
+
+def layout_names() -> tuple[set[str], set[str]]:
+    """(file names, folder names) of the layout: the upper-case string constants that contrastlab/rundir.py
+    itself assigns (a name with a dot is a file: "encoder.safetensors"; one without is a folder: "checkpoints")."""
+    values = set()
+    for node in ast.parse((PACKAGE / "rundir.py").read_text()).body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            if any(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets):
+                values.add(node.value.value)
+    files = {v for v in values if "." in v.strip(".")}
+    return files, values - files - {""}
+
+
+def docstring_ids(tree: ast.AST) -> set[int]:
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+
+
+def path_literals(path: Path) -> list[tuple[int, str, bool]]:
+    """(line, text, joined) of every string literal in the code of ``path``, f-strings' literal parts included;
+    ``joined``: an operand of ``/`` (a path being built). Docstrings are left out: they describe the layout
+    to a reader, they make no paths."""
+    tree = ast.parse(path.read_text())
+    skip = docstring_ids(tree)
+    joined = {id(side) for node in ast.walk(tree) if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
+              for side in (node.left, node.right)}
+    return [(node.lineno, node.value, id(node) in joined) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip]
+
+
+def spells_a_layout_name(text: str, joined: bool, files: set[str], folders: set[str]) -> bool:
+    """A literal holding a layout file name as a path part, a layout folder name in a path, or the pattern
+    of epoch checkpoints, extra surfaces and their resume files. A bare word ("report") is a folder only
+    where it is joined to a path or holds a slash: config sections share those words."""
+    parts = set(re.split(r"[/\\]", text))
+    in_path = joined or "/" in text
+    return bool(parts & files) or (in_path and bool(parts & folders)) \
+        or bool(re.search(r"epoch_\{|epoch_\*|surface_\S*\.npy|surface\*|partial(_\S*)?\.npy", text))
+
+
+def test_only_rundir_spells_the_run_directorys_file_names():
+    files, folders = layout_names()
+    assert {"encoder.safetensors", "probe.safetensors", "snapshots.npy", "result.json", "metrics.csv", "done.json",
+            "sharpness.json", "surface.npy", "report.html"} <= files
+    assert {"checkpoints", "report", "figures", "tables"} <= folders
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(SRC).as_posix()
+        if relative == "contrastlab/rundir.py" or relative in SPELLS_FILE_NAMES_FOR_NOW:
+            continue
+        found += [f"{relative}:{line}: {text!r}" for line, text, joined in path_literals(path)
+                  if spells_a_layout_name(text, joined, files, folders)]
+    assert found == [], "use the names and functions of contrastlab.rundir:\n" + "\n".join(found)
+
+
+def test_the_allowed_modules_exist():
+    """An entry whose module moved or went comes off the list (or follows it)."""
+    missing = [relative for relative in sorted(SPELLS_FILE_NAMES_FOR_NOW) if not (SRC / relative).exists()]
+    assert missing == []
+
+
+def test_the_file_name_check_sees_what_it_should(tmp_path):
+    files, folders = layout_names()
+    source = tmp_path / "module.py"
+    source.write_text('''"""Writes report/report.html and encoder.safetensors."""
+a = folder / "encoder.safetensors"
+b = run_dir / "report"
+c = f"{unit}/checkpoints/epoch_{e:04d}.safetensors"
+d = sorted(folder.glob("surface*.npy"))
+e = config.get("report")
+f = "the encoder"
+g = f"fgsm_{space}"
+''')
+    flagged = [line for line, text, joined in path_literals(source) if spells_a_layout_name(text, joined, files, folders)]
+    assert flagged == [2, 3, 4, 5]  # not the docstring, nor a config section or words

@@ -1,6 +1,6 @@
 """Typed configuration: one dataclass per stage, composed into :class:`StudyConfig`.
 
-The dataclass defaults are the paper protocol of DESIGN.md. Presets (YAML files in
+The dataclass defaults are the paper protocol of docs/design-notes.md. Presets (YAML files in
 ``contrastlab/presets``) and user YAML files override them; ``--set key=value`` dotted
 overrides come last. Unknown keys and wrong types are :class:`ConfigError` with one line
 that names the key and the valid choices.

@@ -140,11 +140,11 @@ class ReportContext:
 
     @property
     def figure_dir(self) -> Path:
-        return self.out / "figures"
+        return self.out / rundir.REPORT_FIGURES
 
     @property
     def table_dir(self) -> Path:
-        return self.out / "tables"
+        return self.out / rundir.REPORT_TABLES
 
     def save_figure(self, figure, name: str) -> Path:
         """Have ``figure`` written as figures/<name>.png (by the writer's workers, if it has any) and

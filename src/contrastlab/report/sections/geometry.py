@@ -6,6 +6,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from ... import rundir
 from ...utils.io import load_array
 from .. import html as h
 from ..context import ReportContext, Section
@@ -26,7 +27,7 @@ def _stacked(by_seed: dict[int, np.ndarray]) -> np.ndarray:
 
 def _inpca(ctx: ReportContext, unit, task: str, first: bool) -> list[str]:
     """Static and interactive InPCA map of one task (empty when the unit holds no map)."""
-    path = unit.path("inpca.npy")
+    path = unit.path(rundir.INPCA)
     if not path.exists():  # a study of the random-init baseline alone has no map
         return []
     coords, meta = load_array(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ... import rundir
 from ...analysis.surface_grid import Surface, load_surface
 from .. import html as h
 from ..context import ReportContext, Section, unit_settings
@@ -39,7 +40,7 @@ def landscape_section(ctx: ReportContext) -> None:
     rows, shown, description = [], {}, ""
     first_seed = min(identity(u)[2] for u in units)
     for unit in units:
-        surface, meta = load_surface(unit.path("surface.npy"))
+        surface, meta = load_surface(unit.path(rundir.SURFACE))
         method, task, seed = identity(unit, meta)
         description = description or _description(surface, unit_settings(unit, meta))
         centre = (len(surface.ys) // 2, len(surface.xs) // 2) if surface.ys is not None else (len(surface.xs) // 2,)

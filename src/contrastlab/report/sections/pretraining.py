@@ -6,6 +6,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from ... import rundir
 from .. import html as h
 from ..context import ReportContext, Section
 from ..figures import plot_pretraining_curves
@@ -17,7 +18,7 @@ def pretraining_section(ctx: ReportContext) -> None:
     section = Section("Pretraining", "pretraining")
     curves: dict[str, dict[int, list[dict]]] = defaultdict(dict)
     for unit in ctx.run.units.get("pretrain", []):
-        metrics = unit.path("metrics.csv")
+        metrics = unit.path(rundir.METRICS)
         if metrics.exists():  # the random-init baseline trains nothing
             method, _, seed = identity(unit)
             rows = read_csv(metrics)

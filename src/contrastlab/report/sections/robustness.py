@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from ... import rundir
 from ...utils.io import read_json
 from .. import html as h
 from ..context import ReportContext, Section, unit_settings
@@ -18,7 +19,7 @@ ATTACKS = ("fgsm", "pgd")
 
 
 def _description(ctx: ReportContext, unit) -> str:
-    sidecar = read_json(unit.path("robustness.json")) if unit.path("robustness.json").exists() else {}
+    sidecar = read_json(unit.path(rundir.ROBUSTNESS)) if unit.path(rundir.ROBUSTNESS).exists() else {}
     s = unit_settings(unit, sidecar)
     space = s.get("space", "pixel")
     samples = s.get("samples")

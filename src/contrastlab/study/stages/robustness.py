@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ... import rundir
 from ...analysis.attacks import SPACES, robust_accuracy
 from ...config import RobustnessConfig
 from ...utils.io import write_csv, write_json
@@ -19,10 +20,10 @@ def robustness_curves(model: torch.nn.Module, images: torch.Tensor, labels: torc
     """Write ``<attack>.csv`` (eps, eps_255, accuracy, loss) per attack and ``robustness.json``;
     with ``compare_spaces``, also ``fgsm_<other space>.csv`` (FGSM with ε applied in the other space)."""
     eps = np.asarray(s.eps_255, dtype=np.float64) / 255
-    runs = [(attack, s.space, attack) for attack in s.attacks]
+    runs = [(attack, s.space, rundir.attack_file(attack)) for attack in s.attacks]
     other = next(x for x in SPACES if x != s.space)
     if s.compare_spaces and "fgsm" in s.attacks:
-        runs.append(("fgsm", other, f"fgsm_{other}"))
+        runs.append(("fgsm", other, rundir.attack_file("fgsm", other)))
     for attack, space, name in runs:
         kwargs = {"space": space, "precision": precision}
         if attack == "pgd":
@@ -30,8 +31,8 @@ def robustness_curves(model: torch.nn.Module, images: torch.Tensor, labels: torc
         curve = robust_accuracy(model, images, labels, eps, attack=attack, batch_size=batch_size, progress=progress, **kwargs)
         rows = [{"eps": f"{e:.8f}", "eps_255": f"{e * 255:g}", "accuracy": f"{acc:.6f}", "loss": f"{loss:.6f}"}
                 for e, acc, loss in zip(eps, curve.accuracy, curve.loss)]
-        write_csv(folder / f"{name}.csv", rows)
-    write_json(folder / "robustness.json", {
+        write_csv(folder / name, rows)
+    write_json(folder / rundir.ROBUSTNESS, {
         **meta, "kind": "robustness", "attacks": list(s.attacks), "space": s.space, "pgd_steps": s.pgd_steps,
         "eps_255": list(s.eps_255), "precision": precision,
         "compared_space": other if len(runs) > len(s.attacks) else None,
