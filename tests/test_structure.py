@@ -282,3 +282,11 @@ g = f"fgsm_{space}"
 ''')
     flagged = [line for line, text, joined in path_literals(source) if spells_a_layout_name(text, joined, files, folders)]
     assert flagged == [2, 3, 4, 5]  # not the docstring, nor a config section or words
+
+
+def test_the_architecture_map_names_every_module():
+    """docs/architecture.md has one line per module: a new module gets its line there."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    unnamed = [f"{path.relative_to(PACKAGE).as_posix()}" for path in sorted(PACKAGE.rglob("*.py"))
+               if f"`{path.relative_to(PACKAGE).as_posix()}`" not in text]
+    assert unnamed == []
