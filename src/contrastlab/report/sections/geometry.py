@@ -54,9 +54,7 @@ def geometry_section(ctx: ReportContext) -> None:
     section = Section("Progress toward the truth and InPCA (Figs. 1b, 2a)", "geometry")
     units = {u.task: u for u in ctx.run.units.get("geometry", [])}
     if not units:
-        section.body.append(h.missing("progress / InPCA not computed (disabled or not run yet)"))
-        ctx.sections.append(section)
-        return
+        return ctx.add_empty(section, "progress / InPCA not computed (disabled or not run yet)")
     drawn, listed = ctx.run.shown_tasks()
     drawn = [t for t in drawn if t in units]
     methods = ctx.run.methods

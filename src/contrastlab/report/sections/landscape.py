@@ -33,9 +33,7 @@ def landscape_section(ctx: ReportContext) -> None:
     section = Section("Loss landscapes (Fig. 1a)", "landscape")
     units = ctx.run.units.get("landscape", [])
     if not units:
-        section.body.append(h.missing("landscapes not computed (disabled or not run yet)"))
-        ctx.sections.append(section)
-        return
+        return ctx.add_empty(section, "landscapes not computed (disabled or not run yet)")
     drawn, listed = ctx.run.shown_tasks()
     rows, shown, description = [], {}, ""
     first_seed = min(identity(u)[2] for u in units)

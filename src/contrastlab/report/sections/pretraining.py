@@ -25,9 +25,7 @@ def pretraining_section(ctx: ReportContext) -> None:
             if rows:
                 curves[method][seed] = rows
     if not curves:
-        section.body.append(h.missing("no finished pretraining run"))
-        ctx.sections.append(section)
-        return
+        return ctx.add_empty(section, "no finished pretraining run")
     curves = {m: curves[m] for m in ctx.run.methods if m in curves} | curves
     path = ctx.save_figure(plot_pretraining_curves(curves), "pretraining")
     section.body.append(h.img(path, "Pretraining loss per epoch (each method's own objective)"))

@@ -61,9 +61,7 @@ def robustness_section(ctx: ReportContext) -> None:
     section = Section("Adversarial robustness (Fig. 2b)", "robustness")
     units = ctx.run.units.get("robustness", [])
     if not units:
-        section.body.append(h.missing("robustness not computed (disabled or not run yet)"))
-        ctx.sections.append(section)
-        return
+        return ctx.add_empty(section, "robustness not computed (disabled or not run yet)")
     section.body.append(h.paragraph(_description(ctx, units[0])))
     drawn, listed = ctx.run.shown_tasks()
     for attack in ATTACKS:

@@ -18,9 +18,7 @@ def sharpness_section(ctx: ReportContext) -> None:
     section = Section("Sharpness", "sharpness")
     units = ctx.run.units.get("sharpness", [])
     if not units:
-        section.body.append(h.missing("sharpness not computed (disabled or not run yet)"))
-        ctx.sections.append(section)
-        return
+        return ctx.add_empty(section, "sharpness not computed (disabled or not run yet)")
     settings = unit_settings(units[0], read_json(units[0].path(rundir.SHARPNESS)))
     samples = settings.get("samples")
     params = "encoder + probe" if settings.get("params", "all") == "all" else "the probe"
