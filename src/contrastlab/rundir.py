@@ -43,7 +43,7 @@ CONFIG_FILE = "config.yaml"
 MANIFEST = "done.json"
 UNIT_MARKER = "unit.json"  # written when a unit starts: whose partial work a folder holds
 LOCK_FILE = ".lock"
-REPORT_DIR = "report"  # the report's folder (report_dir); a unit's files are named below, under "layout"
+REPORT_DIR = "report"  # the report's folder (report_dir); the names of a unit's files are further down
 REPORT_PAGE = "report.html"  # in report_dir
 REPORT_FIGURES = "figures"  # in report_dir: <name>.png
 REPORT_TABLES = "tables"  # in report_dir: <name>.csv and .md
@@ -124,11 +124,6 @@ def checkpoint_name(epoch: int) -> str:
 def checkpoint_file(folder: str | Path, epoch: int) -> Path:
     """``folder/checkpoints/epoch_XXXX.safetensors`` of a pretrain unit (its .json sidecar beside it)."""
     return Path(folder) / CHECKPOINTS / f"{checkpoint_name(epoch)}.safetensors"
-
-
-def checkpoint_files(folder: str | Path) -> list[Path]:
-    """The epoch checkpoints of a pretrain unit's folder, oldest first (any that exist)."""
-    return sorted((Path(folder) / CHECKPOINTS).glob("epoch_*.safetensors"))
 
 
 def attack_file(attack: str, space: str | None = None) -> str:

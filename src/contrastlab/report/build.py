@@ -101,7 +101,7 @@ def build_report(run_dir: str | Path, compare: str | Path | None = None, *, work
             ctx.sections.insert(len(ctx.sections) - 1, ctx.sections.pop())  # before provenance
     # Every figure is on disk now: the page inlines them.
     title = f"contrastlab study: {run.name}" if run.study else f"contrastlab results: {run.name}"
-    return write_text(ctx.out / rundir.REPORT_PAGE, h.page(title, _intro(run), ctx.sections))
+    return write_text(rundir.report_page(run_dir), h.page(title, _intro(run), ctx.sections))
 
 
 def summary_text(summary) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import StudyConfig, config_hash, to_dict
 from .. import rundir
+from ..config import StudyConfig, config_hash, to_dict
 from ..rundir import PER_RUN_KINDS, unit_file, unit_id
 
 RANDOM = "random"  # the random-init baseline, probed like a method
