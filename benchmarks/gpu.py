@@ -141,7 +141,7 @@ def guarded(name: str, fn: Callable[[], dict], errors: dict) -> dict | None:
 
 
 def paper_config():
-    from contrastlab.config import load_config
+    from contrastlab.config_checks import load_config
 
     return load_config("paper")
 
@@ -317,7 +317,8 @@ def throughput_part(sizes: Sizes, device: torch.device, args: argparse.Namespace
 # ---- analyses: landscape, Hessian-vector products, attacks --------------------------------------------------
 
 def bench_landscape(sizes: Sizes, device: torch.device) -> dict:
-    from contrastlab.analysis.landscape import SurfaceSettings, loss_surface, random_directions
+    from contrastlab.analysis.directions import random_directions
+    from contrastlab.analysis.landscape import SurfaceSettings, loss_surface
 
     model = task_model(sizes, device)
     images, labels = task_data(sizes.landscape_images, sizes, device)

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import Stopwatch, add_device_arguments, device_line, setup_device, synchronize
-from contrastlab.analysis.landscape import SurfaceSettings, loss_surface, random_directions
+from contrastlab.analysis.directions import random_directions
+from contrastlab.analysis.landscape import SurfaceSettings, loss_surface
 from contrastlab.models import classifier, linear_classifier, resnet18
 
 

@@ -29,7 +29,7 @@ import torch
 from common import command_line, environment, fmt, markdown_table, write_results
 from contrastlab.analysis.hessian import HessianOperator
 from contrastlab.analysis.sharpness import SharpnessSettings, hessian_sharpness, lanczos_top_eigenvalues, stochastic_trace, stochastic_traces
-from contrastlab.config import load_config
+from contrastlab.config_checks import load_config
 from contrastlab.study.inputs import analysis_split, load_classifier
 from contrastlab.train.finetune import to_tensor
 

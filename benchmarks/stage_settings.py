@@ -32,7 +32,7 @@ def worker(run_dir: Path, stage: str, half: int, units: int, variants: list[str]
     import torch
 
     torch.set_num_threads(1)
-    from contrastlab.config import load_config
+    from contrastlab.config_checks import load_config
     from contrastlab.study.plan import plan_units
     from contrastlab.study.units import run_unit
 

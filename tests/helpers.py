@@ -33,7 +33,7 @@ MICRO_STUDY = [
 
 def micro_config(*overrides: str, preset: str = "quick"):
     """The MICRO_STUDY config with extra ``key=value`` overrides."""
-    from contrastlab.config import load_config
+    from contrastlab.config_checks import load_config
 
     return load_config(preset, MICRO_STUDY + list(overrides))
 

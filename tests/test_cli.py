@@ -63,14 +63,14 @@ def test_missing_and_foreign_checkpoints(monkeypatch, capsys, tmp_path):
 def test_study_starts_the_worker_server_before_the_slow_config_checks(monkeypatch, capsys, tmp_path):
     # The checks import torch (~2 s); the fork server's own imports should overlap them, and a
     # malformed config or a launcher without workers should start no server at all.
-    from contrastlab import cli, config
+    from contrastlab import cli, config_checks
     from contrastlab.errors import ConfigError
     from contrastlab.study import runner
     from contrastlab.utils import workers
 
     events = []
     monkeypatch.setattr(workers, "start_server", lambda: events.append("server"))
-    monkeypatch.setattr(cli, "check_config", lambda c: events.append("checks") or config.check_config(c))
+    monkeypatch.setattr(cli, "check_config", lambda c: events.append("checks") or config_checks.check_config(c))
 
     def stop_before_running(*_args, **_kwargs):
         raise ConfigError("stopped by the test")

@@ -1,6 +1,7 @@
 import pytest
 
-from contrastlab.config import PAPER_TASKS, StudyConfig, config_hash, load_config, preset_names
+from contrastlab.config import PAPER_TASKS, StudyConfig, config_hash, preset_names
+from contrastlab.config_checks import load_config
 from contrastlab.errors import ConfigError
 
 

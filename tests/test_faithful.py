@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from contrastlab.config import load_config, to_dict
+from contrastlab.config import to_dict
+from contrastlab.config_checks import load_config
 from contrastlab.errors import ConfigError
 from contrastlab.models import build_encoder
 from contrastlab.models.normalization import ORIGINAL_STD, input_normalization, set_input_normalization

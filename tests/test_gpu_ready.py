@@ -13,7 +13,8 @@ import torch
 import contrastlab.analysis.hessian as hessian_module
 import contrastlab.distributed as distributed
 from contrastlab.analysis.hessian import CPU_GRAPH_BUDGET_BYTES, HessianOperator, HessianSettings, graph_budget_bytes
-from contrastlab.config import RobustnessConfig, SharpnessConfig, LandscapeConfig, load_config
+from contrastlab.config import LandscapeConfig, RobustnessConfig, SharpnessConfig
+from contrastlab.config_checks import load_config
 from contrastlab.errors import ConfigError
 from contrastlab.models import classifier, linear_classifier, tiny_cnn
 from contrastlab.study.context import AUTO_BATCH_SIZES, enable_cudnn_benchmark, unit_context

@@ -17,7 +17,8 @@ import torch
 import contrastlab.analysis.surface_eval as surface_eval
 from contrastlab.analysis.attacks import pgd, robust_accuracy
 from contrastlab.analysis.hessian import HessianOperator, HessianSettings
-from contrastlab.analysis.landscape import SurfaceSettings, loss_surface, random_directions
+from contrastlab.analysis.directions import random_directions
+from contrastlab.analysis.landscape import SurfaceSettings, loss_surface
 from contrastlab.models import classifier, linear_classifier, tiny_cnn
 from contrastlab.config import FinetuneConfig
 from contrastlab.train.finetune import ProbeData, ProbeTrainer

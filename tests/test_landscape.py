@@ -11,21 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrastlab.analysis.landscape import (
-    LandscapeInputError,
-    Surface,
-    SurfaceSettings,
-    fold_batchnorm,
-    load_surface,
-    loss_surface,
-    parameter_mask,
-    random_directions,
-    save_surface,
-)
+from contrastlab.analysis.checks import LandscapeInputError, parameter_mask
+from contrastlab.analysis.directions import random_directions
+from contrastlab.analysis.landscape import SurfaceSettings, loss_surface
+from contrastlab.analysis.surface_grid import Surface, load_surface, save_surface
 from contrastlab.analysis.surface_eval import CPU_ACTIVATION_BUDGET_BYTES, CPU_BATCH_RANGE, cpu_batch_size
 from contrastlab.errors import RunDirectoryError
 from contrastlab.models import classifier, linear_classifier, resnet18, tiny_cnn
-from contrastlab.models.batchnorm import fold_batchnorm_differentiable
+from contrastlab.models.batchnorm import fold_batchnorm, fold_batchnorm_differentiable
 
 MEAN = [0.5, 0.4, 0.3]
 STD = [0.25, 0.2, 0.3]

@@ -7,7 +7,7 @@ import pytest
 from matplotlib.collections import QuadMesh
 from matplotlib.contour import ContourSet
 
-from contrastlab.analysis.landscape import Surface
+from contrastlab.analysis.surface_grid import Surface
 from contrastlab.report.landscape_figures import (
     LOSS_LEVELS,
     plot_landscape_1d,

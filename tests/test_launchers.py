@@ -23,13 +23,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from contrastlab.config import load_config
+from contrastlab.config_checks import load_config
 from contrastlab.errors import ContrastlabError
 from contrastlab.rundir import write_manifest
+from contrastlab.study.launchers import run_units
 from contrastlab.study.launchers import slurm as slurm_backend
-from contrastlab.study.launchers import (
-    UnitFailedError, job_parameters, pending_dependencies, run_unit_job, run_units, submit_all, threads_per_job,
-)
+from contrastlab.study.launchers.local import threads_per_job
+from contrastlab.study.launchers.loop import UnitFailedError, pending_dependencies
+from contrastlab.study.launchers.slurm import job_parameters, run_unit_job, submit_all
 from contrastlab.study.plan import Unit, plan_units
 from contrastlab.study.runner import pending_units, prepare_run_dir, run_study
 from contrastlab.study.units import is_done

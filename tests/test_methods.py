@@ -10,7 +10,8 @@ import torch
 
 import contrastlab.train.pretrain as pretrain_module
 from contrastlab.checkpoint import read_checkpoint
-from contrastlab.config import ModelConfig, PretrainConfig, load_config
+from contrastlab.config import ModelConfig, PretrainConfig
+from contrastlab.config_checks import load_config
 from contrastlab.errors import ConfigError
 from contrastlab.registry import UnknownNameError
 from contrastlab.study.plan import plan_units

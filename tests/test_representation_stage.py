@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from contrastlab.config import load_config
+from contrastlab.config_checks import load_config
 from contrastlab.config_checks import trajectory_epochs
 from contrastlab.errors import ConfigError
 from contrastlab.models import build_encoder

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contrastlab.config import load_config
+from contrastlab.config_checks import load_config
 from contrastlab.errors import RunDirectoryError
 from contrastlab.report.build import summary_text
 from contrastlab.study.plan import plan_units

@@ -145,7 +145,7 @@ from pathlib import Path
 import torch.distributed as dist
 import contrastlab.study.launchers as launchers
 import contrastlab.study.launchers.torchrun as torchrun_backend
-from contrastlab.config import load_config
+from contrastlab.config_checks import load_config
 from contrastlab.rundir import write_manifest
 from contrastlab.study.plan import Unit
 

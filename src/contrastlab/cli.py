@@ -16,7 +16,8 @@ from typing import List, Optional
 
 import typer
 
-from .config import check_config, load_config, read_config
+from .config import read_config
+from .config_checks import check_config, load_config
 from .errors import ContrastlabError, Interrupted
 
 app = typer.Typer(help=__doc__.splitlines()[0] if __doc__ else None, no_args_is_help=True,
@@ -117,7 +118,9 @@ def pretrain(
     init_from_env(config.device)
     _run_single(config, "pretrain", out, method=method, seed=seed, progress=progress and rank() == 0)
     if rank() == 0:
-        _say(f"encoder: {out / 'encoder.safetensors'}")
+        from .rundir import ENCODER
+
+        _say(f"encoder: {out / ENCODER}")
 
 
 def _parse_classes(text: str) -> list[int]:
@@ -146,13 +149,14 @@ def finetune(
 ) -> None:
     """Fit a linear probe (or, with --set finetune.mode=full, fine-tune everything) on one task."""
     from .checkpoint import read_checkpoint
+    from .rundir import RESULT
     from .utils.io import read_json
 
     classes = _parse_classes(task)
     config = load_config(preset, _with_task(list(set_), classes))
     _, meta = read_checkpoint(_existing_file(checkpoint, "encoder checkpoint"))
     _run_single(config, "finetune", out, method=meta.get("method"), seed=seed, task=0, inputs={"encoder": checkpoint}, progress=progress)
-    result = read_json(out / "result.json")
+    result = read_json(out / RESULT)
     _say(f"val accuracy {result['val_accuracy']:.4f}, k-NN accuracy {result['knn_accuracy']:.4f}; results in {out}")
 
 

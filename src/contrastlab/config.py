@@ -1,6 +1,6 @@
 """Typed configuration: one dataclass per stage, composed into :class:`StudyConfig`.
 
-The dataclass defaults are the paper protocol of DESIGN.md. Presets (YAML files in
+The dataclass defaults are the paper protocol of docs/design-notes.md. Presets (YAML files in
 ``contrastlab/presets``) and user YAML files override them; ``--set key=value`` dotted
 overrides come last. Unknown keys and wrong types are :class:`ConfigError` with one line
 that names the key and the valid choices.
@@ -371,14 +371,9 @@ def _merge(base: Any, update: Any, origin: str) -> Any:
         raise ConfigError(f"invalid config in {origin}: {str(exc).splitlines()[0]}") from None
 
 
-def load_config(preset: str = "quick", overrides: list[str] | None = None) -> StudyConfig:
-    """Resolve a preset name or YAML path plus ``key=value`` overrides into a checked StudyConfig."""
-    return check_config(read_config(preset, overrides))
-
-
 def read_config(preset: str = "quick", overrides: list[str] | None = None) -> StudyConfig:
-    """The preset plus overrides, typed but not yet checked by :func:`check_config` (whose checks
-    import torch and the dataset registry, ~2 s). Malformed input fails here already."""
+    """The preset plus overrides, typed but not yet checked by :func:`contrastlab.config_checks.check_config`
+    (whose checks import torch and the dataset registry, ~2 s). Malformed input fails here already."""
     mapping, origin = _preset_source(preset)
     conf = _merge(OmegaConf.structured(StudyConfig), mapping, origin)
     for item in overrides or []:
@@ -396,28 +391,6 @@ def read_config(preset: str = "quick", overrides: list[str] | None = None) -> St
     if isinstance(config.data.tasks, (list, tuple)):  # OmegaConf containers -> plain lists
         config.data.tasks = [list(t) if isinstance(t, (list, tuple)) else t for t in config.data.tasks]
     return config
-
-
-def check_config(config: StudyConfig) -> StudyConfig:
-    """Resolve a task spec into class lists and run every check of :mod:`.config_checks`; returns ``config``."""
-    resolve_tasks_in(config)
-    from .config_checks import validate
-
-    validate(config)
-    return config
-
-
-def resolve_tasks_in(config: StudyConfig) -> None:
-    """Turn a task spec string ("random:K", "superclass:K") into lists of classes, in place."""
-    d = config.data
-    if isinstance(d.tasks, str):
-        from .data import dataset_classes
-        from .data.tasks import resolve_tasks
-
-        d.tasks_spec = d.tasks
-        d.tasks = resolve_tasks(d.tasks, dataset=d.downstream, num_classes=dataset_classes(d.downstream), seed=d.task_seed, ways=d.task_ways)
-    elif not (isinstance(d.tasks, list) and d.tasks and all(isinstance(t, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in t) for t in d.tasks)):
-        raise ConfigError(f"data.tasks must be a list of class lists like [[0,1,2,3,4]], 'random:K' or 'superclass:K', got {d.tasks!r}")
 
 
 def to_dict(config: Any) -> dict:

@@ -1,13 +1,18 @@
 """Validation of a resolved :class:`~contrastlab.config.StudyConfig`: every value a kernel would
 otherwise reject minutes later, checked before any work starts, as one line naming the key and
-the valid range."""
+the valid range.
+
+The entry points that hand out a checked config live here, so the arrow runs one way
+(this module imports :mod:`.config`, never the reverse): :func:`load_config` (a preset or YAML
+file plus overrides, checked) and :func:`check_config` (a config read by
+:func:`contrastlab.config.read_config`, checked)."""
 
 from __future__ import annotations
 
 import math
 from typing import Optional
 
-from .config import METHOD_SECTIONS, StudyConfig
+from .config import METHOD_SECTIONS, StudyConfig, read_config
 from .errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -36,6 +41,31 @@ def _at_least(name: str, value: Optional[int], minimum: int, why: str = "") -> N
 
 def _one_of(name: str, value: str, valid: tuple[str, ...]) -> None:
     _check(value in valid, f"{name} must be one of {', '.join(valid)}, got '{value}'")
+
+
+def load_config(preset: str = "quick", overrides: list[str] | None = None) -> StudyConfig:
+    """Resolve a preset name or YAML path plus ``key=value`` overrides into a checked StudyConfig."""
+    return check_config(read_config(preset, overrides))
+
+
+def check_config(config: StudyConfig) -> StudyConfig:
+    """Resolve a task spec into class lists and run every check of this module; returns ``config``."""
+    resolve_tasks_in(config)
+    validate(config)
+    return config
+
+
+def resolve_tasks_in(config: StudyConfig) -> None:
+    """Turn a task spec string ("random:K", "superclass:K") into lists of classes, in place."""
+    d = config.data
+    if isinstance(d.tasks, str):
+        from .data import dataset_classes
+        from .data.tasks import resolve_tasks
+
+        d.tasks_spec = d.tasks
+        d.tasks = resolve_tasks(d.tasks, dataset=d.downstream, num_classes=dataset_classes(d.downstream), seed=d.task_seed, ways=d.task_ways)
+    elif not (isinstance(d.tasks, list) and d.tasks and all(isinstance(t, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in t) for t in d.tasks)):
+        raise ConfigError(f"data.tasks must be a list of class lists like [[0,1,2,3,4]], 'random:K' or 'superclass:K', got {d.tasks!r}")
 
 
 def check_device(name: str) -> None:

@@ -43,7 +43,10 @@ CONFIG_FILE = "config.yaml"
 MANIFEST = "done.json"
 UNIT_MARKER = "unit.json"  # written when a unit starts: whose partial work a folder holds
 LOCK_FILE = ".lock"
-REPORT_DIR = "report"
+REPORT_DIR = "report"  # the report's folder (report_dir); the names of a unit's files are further down
+REPORT_PAGE = "report.html"  # in report_dir
+REPORT_FIGURES = "figures"  # in report_dir: <name>.png
+REPORT_TABLES = "tables"  # in report_dir: <name>.csv and .md
 MANIFEST_FORMAT = 2  # 1: the bare done.json of versions before manifests (unit, kind, key, seconds)
 
 PER_RUN_KINDS = ("landscape", "sharpness", "robustness")  # one unit per probe
@@ -77,8 +80,70 @@ def unit_id(kind: str, method: str | None = None, seed: int | None = None, class
     return "/".join(parts)
 
 
-def report_dir(run_dir: Path) -> Path:
+def report_dir(run_dir: str | Path) -> Path:
+    """``DIR/report``: report.html, figures/ and tables/."""
     return Path(run_dir) / REPORT_DIR
+
+
+def report_page(run_dir: str | Path) -> Path:
+    return report_dir(run_dir) / REPORT_PAGE
+
+
+# ---- the files of one unit's folder -----------------------------------------------------------
+# Every stage writes, and every reader finds, a unit's files by these names; a file's JSON sidecar
+# (same name, .json) is written beside it by contrastlab.utils.io / contrastlab.checkpoint.
+
+ENCODER = "encoder.safetensors"  # pretrain: the final encoder (what probes load)
+CHECKPOINTS = "checkpoints"  # pretrain: the folder of epoch checkpoints (see checkpoint_file)
+METRICS = "metrics.csv"  # pretrain: one row per epoch
+PROBE = "probe.safetensors"  # finetune: the linear probe (the encoder too in full mode)
+SNAPSHOTS = "snapshots.npy"  # finetune: (epochs+1, N, C) probabilities on the analysis split
+HISTORY = "history.csv"  # finetune: one row per epoch
+RESULT = "result.json"  # finetune: accuracies and the probe's settings
+SURFACE = "surface.npy"  # landscape: the 2-D loss surface (see surface_file for the compared seeding)
+SHARPNESS = "sharpness.json"  # sharpness
+ROBUSTNESS = "robustness.json"  # robustness: its settings; the curves are attack_file(...)
+PROGRESS = "progress.csv"  # geometry: t_w per run and epoch
+INPCA = "inpca.npy"  # geometry: the InPCA map
+INPCA_COMPARISON = "inpca_comparison.json"  # geometry with compare_inputs
+TRAJECTORY = "trajectory.csv"  # trajectory: probe accuracy per pretraining epoch
+TRAJECTORY_SUMMARY = "trajectory.json"  # trajectory: which epochs were read from finetune units, not fitted
+ALIGNMENT = "alignment.json"  # alignment: alignment, uniformity, rank
+
+
+def unit_file(unit: str | Path, name: str) -> str:
+    """A unit's file relative to the run directory ("pretrain/simclr/seed0/encoder.safetensors"), as units list their inputs."""
+    return f"{Path(unit).as_posix()}/{name}"
+
+
+def checkpoint_name(epoch: int) -> str:
+    """The stem of epoch ``epoch``'s checkpoint: "epoch_0007"."""
+    return f"epoch_{epoch:04d}"
+
+
+def checkpoint_file(folder: str | Path, epoch: int) -> Path:
+    """``folder/checkpoints/epoch_XXXX.safetensors`` of a pretrain unit (its .json sidecar beside it)."""
+    return Path(folder) / CHECKPOINTS / f"{checkpoint_name(epoch)}.safetensors"
+
+
+def attack_file(attack: str, space: str | None = None) -> str:
+    """``<attack>.csv`` of a robustness unit; ``<attack>_<space>.csv`` for the compared space."""
+    return f"{attack}.csv" if space is None else f"{attack}_{space}.csv"
+
+
+def surface_file(seeding: str | None = None) -> str:
+    """``surface.npy`` of a landscape unit; ``surface_<seeding>.npy`` for the compared direction seeding."""
+    return SURFACE if seeding is None else f"surface_{seeding}.npy"
+
+
+def surface_files(folder: str | Path) -> list[Path]:
+    """Every surface of a landscape unit's folder (its own and a compared seeding's), sorted."""
+    return sorted(Path(folder).glob("surface*.npy"))
+
+
+def partial_surface_file(seeding: str | None = None) -> str:
+    """The resume file of a surface's grid while it is computed (deleted when the surface is saved)."""
+    return "partial.npy" if seeding is None else f"partial_surface_{seeding}.npy"
 
 
 # ---- manifests ----------------------------------------------------------------------------

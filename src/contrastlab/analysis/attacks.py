@@ -35,9 +35,10 @@ from torch import nn
 
 from ..models import eval_mode
 from ..models.batchnorm import fold_batchnorm, folded_to_channels_last
+from ..precision import autocast
 from ..registry import lookup
 from ..utils.progress import progress_bar
-from .checks import AnalysisInputError, at_least_fp32, autocast, check_batch, check_label_range, check_positive_int, check_precision, model_device
+from .checks import AnalysisInputError, at_least_fp32, check_batch, check_label_range, check_positive_int, check_precision, model_device
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ Each check raises the caller's own error class (``error=``), so a user of the at
 - :func:`check_batch`, :func:`check_label_range`, :func:`check_positive_int`: samples and options.
 - :func:`parameter_mask`: which parameters a ``params`` selector picks.
 - :func:`model_device`: where a kernel computes (the model's first parameter).
-- :func:`check_precision`, :func:`autocast`: the explicit ``precision`` argument of every kernel.
+- :func:`check_precision`: the explicit ``precision`` argument of every kernel.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import nn
 
 from .. import precision as precision_module
 from ..errors import ContrastlabError
-from ..precision import PRECISIONS, autocast  # noqa: F401 - autocast re-exported: the analysis kernels' precision
+from ..precision import PRECISIONS
 
 ParameterSelector = str | Sequence[str] | Callable[[str], bool]
 

@@ -34,7 +34,6 @@ from .checks import (
     ParameterSelector,
     SharpnessInputError,
     at_least_fp32,
-    autocast,
     check_batch,
     check_choice,
     check_label_range,
@@ -43,6 +42,7 @@ from .checks import (
     model_device,
     parameter_mask,
 )
+from ..precision import autocast
 from .directions import filter_scales
 
 log = logging.getLogger(__name__)

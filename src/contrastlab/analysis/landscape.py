@@ -4,7 +4,8 @@ The surface of a trained classifier f_θ* is L(x, y) = mean_n CE(f_θ(x,y)(image
 with θ(x, y) = θ* + x·δ + y·η, evaluated in eval mode (BatchNorm running statistics are read,
 never updated). A direction is a list of tensors aligned with ``list(model.parameters())``.
 
-The pieces live by concern; this module is the entry point and re-exports them:
+The pieces live by concern; this module is the entry point, and each name is imported from
+the module that defines it:
 
 - :mod:`.directions`: :func:`random_directions` (normalization "filter" | "layer" | "none",
   ignore "biasbn" | "none", seed, parameter subset).
@@ -41,19 +42,15 @@ import torch
 from torch import nn
 
 from ..models import eval_mode
-from ..models.batchnorm import fold_batchnorm
 from .checks import (
-    PRECISIONS,
     LandscapeInputError,
-    ParameterSelector,
     check_batch,
     check_label_range,
     check_positive_int,
     check_precision,
     model_device,
-    parameter_mask,
 )
-from .directions import IGNORES, NORMALIZATIONS, Direction, check_directions, moving_indices, random_directions
+from .directions import check_directions, moving_indices
 from .surface_eval import (
     GPU_BATCH_SIZE,
     Moves,
@@ -65,12 +62,9 @@ from .surface_eval import (
     resolve_workers,
     split_sequential,
 )
-from .surface_grid import PartialGrid, Surface, fingerprint, grid_axis, load_surface, save_surface
+from .surface_grid import PartialGrid, Surface, fingerprint, grid_axis
 
-__all__ = [
-    "IGNORES", "NORMALIZATIONS", "PRECISIONS", "Direction", "LandscapeInputError", "ParameterSelector", "Surface",
-    "SurfaceSettings", "fold_batchnorm", "load_surface", "loss_surface", "parameter_mask", "random_directions", "save_surface",
-]
+__all__ = ["SurfaceSettings", "loss_surface"]
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,9 @@ from torch import nn
 
 from ..models import eval_mode
 from ..models.batchnorm import fold_batchnorm, folded_to_channels_last
+from ..precision import autocast
 from ..utils.progress import progress_bar
-from .checks import LandscapeInputError, autocast
+from .checks import LandscapeInputError
 from .directions import Direction
 from .surface_grid import PartialGrid, Surface
 

@@ -15,7 +15,6 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..registry import lookup
-from .batchnorm import fold_batchnorm  # noqa: F401 - re-exported next to the models
 
 
 class Normalize(nn.Module):

@@ -18,6 +18,7 @@ import datetime as _dt
 import logging
 from pathlib import Path
 
+from .. import rundir
 from ..errors import RunDirectoryError
 from ..utils.io import write_text
 from . import html as h
@@ -88,7 +89,7 @@ def build_report(run_dir: str | Path, compare: str | Path | None = None, *, work
         sections = _sections()
         collected = collect(run)
         _complete(run, collected.values)
-        ctx = ReportContext(run=run, results=collected.values, curves=collected.curves, out=run_dir / "report",
+        ctx = ReportContext(run=run, results=collected.values, curves=collected.curves, out=rundir.report_dir(run_dir),
                             notes=list(collected.notes), writer=writer)
         for add in sections:
             add(ctx)
@@ -100,16 +101,16 @@ def build_report(run_dir: str | Path, compare: str | Path | None = None, *, work
             ctx.sections.insert(len(ctx.sections) - 1, ctx.sections.pop())  # before provenance
     # Every figure is on disk now: the page inlines them.
     title = f"contrastlab study: {run.name}" if run.study else f"contrastlab results: {run.name}"
-    return write_text(ctx.out / "report.html", h.page(title, _intro(run), ctx.sections))
+    return write_text(rundir.report_page(run_dir), h.page(title, _intro(run), ctx.sections))
 
 
 def summary_text(summary) -> str:
     """The one-screen summary the CLI prints after a study."""
     lines = [f"study finished in {summary.seconds:.0f} s: {len(summary.ran)} units run, {len(summary.skipped)} already done"]
-    accuracy = summary.run_dir / "report" / "tables" / "accuracy.md"
+    accuracy = rundir.report_dir(summary.run_dir) / rundir.REPORT_TABLES / "accuracy.md"
     if accuracy.exists():
         lines += ["", "probe accuracy (%), mean [confidence interval] over seeds:", accuracy.read_text().rstrip()]
-    notes = summary.run_dir / "report" / "tables" / "summary.md"
+    notes = rundir.report_dir(summary.run_dir) / rundir.REPORT_TABLES / "summary.md"
     if notes.exists() and notes.read_text().strip():
         lines += ["", notes.read_text().rstrip()]
     if summary.report is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from .. import rundir
+from . import html as h
 from ..config import PAPER_TASKS, ReportConfig
 from .figure_writer import FigureWriter
 
@@ -138,13 +139,18 @@ class ReportContext:
     notes: list[str] = field(default_factory=list)  # what could not be computed, shown with the claims
     writer: FigureWriter | None = None  # None: each figure is written at once
 
+    def add_empty(self, section: Section, why: str) -> None:
+        """Add ``section`` holding only the line that says why it has nothing to show."""
+        section.body.append(h.missing(why))
+        self.sections.append(section)
+
     @property
     def figure_dir(self) -> Path:
-        return self.out / "figures"
+        return self.out / rundir.REPORT_FIGURES
 
     @property
     def table_dir(self) -> Path:
-        return self.out / "tables"
+        return self.out / rundir.REPORT_TABLES
 
     def save_figure(self, figure, name: str) -> Path:
         """Have ``figure`` written as figures/<name>.png (by the writer's workers, if it has any) and

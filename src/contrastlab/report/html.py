@@ -56,13 +56,6 @@ def table(rows: list[dict], columns: list[str] | None = None, cell_class: str | 
     return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
-def markdown_table(markdown: str) -> str:
-    """Render the pipe tables that tables.pivot_markdown writes (header, rule, rows) as HTML."""
-    lines = [line.strip().strip("|").split("|") for line in markdown.strip().splitlines()]
-    header, rows = [c.strip() for c in lines[0]], [[c.strip() for c in r] for r in lines[2:]]
-    return table([dict(zip(header, r)) for r in rows], header)
-
-
 def missing(what: str) -> str:
     return f"<p class='missing'>{esc(what)}</p>"
 

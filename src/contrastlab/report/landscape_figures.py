@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from mpl_toolkits.mplot3d import Axes3D  # noqa: F401 - registers the "3d" projection
 
-from ..analysis.landscape import Surface
+from ..analysis.surface_grid import Surface
 from ..utils.io import atomic_path
 from .geometry_figures import method_colors
 

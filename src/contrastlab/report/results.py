@@ -76,7 +76,7 @@ def identity(unit: rundir.UnitRecord, sidecar: dict | None = None) -> tuple[str,
 
 def progress_curves(unit: rundir.UnitRecord) -> dict[str, dict[str, dict[int, np.ndarray]]]:
     """progress.csv of a geometry unit: column (t_w, t_w_raw) -> method -> seed -> t_w per epoch."""
-    path = unit.path("progress.csv")
+    path = unit.path(rundir.PROGRESS)
     if not path.exists():
         return {}
     rows = read_csv(path)
@@ -91,9 +91,10 @@ def progress_curves(unit: rundir.UnitRecord) -> dict[str, dict[str, dict[int, np
     return curves
 
 
-def robustness_curve(unit: rundir.UnitRecord, attack: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(eps in pixel units, accuracy, loss) of ``<attack>.csv``; None when the unit has no such attack."""
-    path = unit.path(f"{attack}.csv")
+def robustness_curve(unit: rundir.UnitRecord, attack: str, space: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(eps in pixel units, accuracy, loss) of ``<attack>.csv`` (``<attack>_<space>.csv`` for the compared
+    space); None when the unit has no such attack."""
+    path = unit.path(rundir.attack_file(attack, space))
     if not path.exists():
         return None
     rows = read_csv(path)
@@ -119,7 +120,7 @@ def collect(run: RunInfo) -> Collected:
     curves: Curves = defaultdict(lambda: defaultdict(dict))
     problems: Counter = Counter()
     for unit in run.units.get("finetune", []):
-        result = read_json(unit.path("result.json"))
+        result = read_json(unit.path(rundir.RESULT))
         method, task, seed = identity(unit, result)
         for key, field_name in (("probe_accuracy", "val_accuracy"), ("knn_accuracy", "knn_accuracy")):
             if result.get(field_name) is not None:
@@ -131,7 +132,7 @@ def collect(run: RunInfo) -> Collected:
                     curves[column][(method, unit.task)][seed] = curve
                     values[column][(method, unit.task)][seed] = float(curve[-1])
     for unit in run.units.get("sharpness", []):
-        result = read_json(unit.path("sharpness.json"))
+        result = read_json(unit.path(rundir.SHARPNESS))
         method, task, seed = identity(unit, result)
         for key, value in sharpness_values(result).items():
             values[key][(method, task)][seed] = value
@@ -161,10 +162,10 @@ def fgsm_space_scores(run: RunInfo) -> dict[str, Results]:
     scores: dict[str, Results] = defaultdict(lambda: defaultdict(dict))
     for unit in run.units.get("robustness", []):
         method, task, seed = identity(unit)
-        sidecar = read_json(unit.path("robustness.json")) if unit.path("robustness.json").exists() else {}
+        sidecar = read_json(unit.path(rundir.ROBUSTNESS)) if unit.path(rundir.ROBUSTNESS).exists() else {}
         main = sidecar.get("space", "pixel")
-        for space, name in ((main, "fgsm"), *((s, f"fgsm_{s}") for s in ("pixel", "normalized") if s != main)):
-            curve = robustness_curve(unit, name)
+        for space, compared in ((main, None), *((s, s) for s in ("pixel", "normalized") if s != main)):
+            curve = robustness_curve(unit, "fgsm", compared)
             if curve is None:
                 continue
             try:
@@ -178,7 +179,7 @@ def inpca_comparisons(run: RunInfo) -> dict[str, dict]:
     """task -> inpca_comparison.json of its geometry unit (the map with one P* and with one per seed)."""
     found = {}
     for unit in run.units.get("geometry", []):
-        path = unit.path("inpca_comparison.json")
+        path = unit.path(rundir.INPCA_COMPARISON)
         if path.exists():
             found[unit.task] = read_json(path)
     return found
@@ -188,11 +189,11 @@ def landscape_seedings(run: RunInfo) -> dict[str, Results]:
     """Mean loss rise over the landscape grid (mean loss in the grid − loss at θ*) by direction
     seeding: seeding -> {(method, task): {seed: rise}}, from surface.npy and, where computed
     (analysis.landscape.compare_seeding), surface_<other seeding>.npy of the same model."""
-    from ..analysis.landscape import load_surface
+    from ..analysis.surface_grid import load_surface
 
     rises: dict[str, Results] = defaultdict(lambda: defaultdict(dict))
     for unit in run.units.get("landscape", []):
-        for path in sorted(unit.folder.glob("surface*.npy")):
+        for path in rundir.surface_files(unit.folder):
             surface, meta = load_surface(path)
             seeding = meta.get("direction_seeding", "shared")
             method, task, seed = identity(unit, meta)

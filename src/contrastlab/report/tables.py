@@ -21,7 +21,7 @@ from .. import stats
 from ..utils.io import csv_text, write_text
 from .results import QUANTITIES, Results
 
-# What the original study reported (DESIGN.md), for side-by-side comparison.
+# What the original study reported (docs/design-notes.md), for side-by-side comparison.
 PAPER_ACCURACY = {
     "simclr": [79.95, 86.11, 92.55, 90.91],
     "supcon": [78.20, 78.85, 89.53, 88.26],

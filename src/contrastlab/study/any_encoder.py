@@ -19,9 +19,10 @@ import logging
 from pathlib import Path
 
 from ..config import StudyConfig, config_hash, to_dict
-from ..rundir import RunLock, unit_id
-from .context import SECTIONS, unit_context
-from .plan import ANALYSES, Unit
+from .. import rundir
+from ..rundir import PER_RUN_KINDS, RunLock, unit_file, unit_id
+from .context import unit_context
+from .plan import SECTIONS, Unit
 from .units import is_done, prepare_unit_folder, run_stage
 
 log = logging.getLogger(__name__)
@@ -52,16 +53,16 @@ def encoder_units(config: StudyConfig, spec: str, seed: int = 0, label: str | No
                     config_hash({**base, "kind": "finetune", "classes": classes, "settings": to_dict(config.finetune)}),
                     label, seed, t, inputs=(("encoder", spec),))
         units.append(fine)
-        for kind in ANALYSES:
+        for kind in PER_RUN_KINDS:
             settings = SECTIONS[kind](config)
             if settings.enabled:
                 key = config_hash({"finetune": fine.key, kind: to_dict(settings), "execution": execution})
                 units.append(Unit(kind, unit_id(kind, label, classes=classes), key, label, seed, t, deps=(fine.id,),
-                                  inputs=(("encoder", spec), ("probe", f"{fine.id}/probe.safetensors"))))
+                                  inputs=(("encoder", spec), ("probe", unit_file(fine.id, rundir.PROBE)))))
         if config.analysis.geometry.enabled:
             key = config_hash({"finetune": [fine.key], "geometry": to_dict(config.analysis.geometry), "execution": execution})
             units.append(Unit("geometry", unit_id("geometry", classes=classes), key, task=t, deps=(fine.id,),
-                              inputs=(("snapshots", f"{fine.id}/snapshots.npy"),)))
+                              inputs=(("snapshots", unit_file(fine.id, rundir.SNAPSHOTS)),)))
     return units
 
 

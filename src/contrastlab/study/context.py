@@ -14,7 +14,7 @@ import torch
 
 from ..config import StudyConfig
 from ..utils.provenance import device_name
-from .plan import Unit
+from .plan import SECTIONS, Unit
 
 # The kind of unit whose "auto" precision is bf16 on CUDA; every analysis stays fp32.
 BF16_UNDER_AUTO = ("pretrain",)
@@ -95,19 +95,6 @@ class StageContext:
         """Where and how the unit computed, for its manifest (CPU results also depend on the thread count)."""
         return {"device": str(self.device), "device_name": device_name(self.device), "precision": self.precision,
                 "tf32": self.device.type == "cuda", "cudnn_benchmark": self.device.type == "cuda", "threads": torch.get_num_threads()}
-
-
-SECTIONS = {  # unit kind -> its config section
-    "pretrain": lambda c: c.pretrain,
-    "finetune": lambda c: c.finetune,
-    "landscape": lambda c: c.analysis.landscape,
-    "sharpness": lambda c: c.analysis.sharpness,
-    "robustness": lambda c: c.analysis.robustness,
-    "geometry": lambda c: c.analysis.geometry,
-    "trajectory": lambda c: c.analysis.pretraining_trajectory,
-    "representation": lambda c: c.analysis.representation,
-    "alignment": lambda c: c.analysis.representation,
-}
 
 
 def unit_context(unit: Unit, config: StudyConfig, run_dir: Path, folder: Path, progress: bool = False,

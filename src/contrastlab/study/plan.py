@@ -11,20 +11,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import rundir
 from ..config import METHOD_SECTIONS, StudyConfig, config_hash, to_dict
-from ..rundir import PER_RUN_KINDS, task_name, unit_id
+from ..rundir import PER_RUN_KINDS, unit_file, unit_id
 
 RANDOM = "random"  # the random-init baseline, probed like a method
-ANALYSES = PER_RUN_KINDS
 
-__all__ = ["ANALYSES", "RANDOM", "Unit", "plan_units", "study_methods", "task_name"]
+__all__ = ["RANDOM", "SECTIONS", "Unit", "plan_units", "study_methods"]
+
+SECTIONS = {  # unit kind -> its config section
+    "pretrain": lambda c: c.pretrain,
+    "finetune": lambda c: c.finetune,
+    "landscape": lambda c: c.analysis.landscape,
+    "sharpness": lambda c: c.analysis.sharpness,
+    "robustness": lambda c: c.analysis.robustness,
+    "geometry": lambda c: c.analysis.geometry,
+    "trajectory": lambda c: c.analysis.pretraining_trajectory,
+    "representation": lambda c: c.analysis.representation,
+    "alignment": lambda c: c.analysis.representation,
+}
 
 
 @dataclass(frozen=True)
 class Unit:
     """One unit of work: a stage for one (method, seed, task), or a per-task aggregate."""
 
-    kind: str  # "pretrain" | "finetune" | one of ANALYSES | "geometry" | "trajectory" | "representation" | "alignment"
+    kind: str  # "pretrain" | "finetune" | one of PER_RUN_KINDS | "geometry" | "trajectory" | "representation" | "alignment"
     id: str  # its folder, relative to the run directory
     key: str  # hash of everything its result depends on
     method: str | None = None
@@ -84,7 +96,7 @@ def plan_units(config: StudyConfig) -> list[Unit]:
                         "method": method, "seed": seed, "execution": execution}
                 spec.update(own_pretrain_settings(config, method))
             pre = Unit("pretrain", unit_id("pretrain", method, seed), config_hash(spec), method, seed)
-            encoder = ("encoder", f"{pre.id}/encoder.safetensors")
+            encoder = ("encoder", unit_file(pre.id, rundir.ENCODER))
             units.append(pre)
             for t, classes in enumerate(config.data.tasks):
                 fine_spec = {"pretrain": pre.key, "data": downstream_data, "finetune": to_dict(config.finetune), "classes": classes,
@@ -96,17 +108,17 @@ def plan_units(config: StudyConfig) -> list[Unit]:
                 finetune_ids[t].append(fine.id)
                 if method == RANDOM:
                     continue
-                for analysis in ANALYSES:
+                for analysis in PER_RUN_KINDS:
                     settings = getattr(config.analysis, analysis)
                     if settings.enabled:
                         key = config_hash({"finetune": fine.key, analysis: to_dict(settings), "execution": execution})
                         units.append(Unit(analysis, unit_id(analysis, method, seed, classes), key, method, seed, t, (fine.id,),
-                                          (encoder, ("probe", f"{fine.id}/probe.safetensors"))))
+                                          (encoder, ("probe", unit_file(fine.id, rundir.PROBE)))))
     if config.analysis.geometry.enabled:
         for t, classes in enumerate(config.data.tasks):
             key = config_hash({"finetune": finetune_keys[t], "geometry": to_dict(config.analysis.geometry), "execution": execution})
             units.append(Unit("geometry", unit_id("geometry", classes=classes), key, task=t, deps=tuple(finetune_ids[t]),
-                              inputs=tuple(("snapshots", f"{i}/snapshots.npy") for i in finetune_ids[t])))
+                              inputs=tuple(("snapshots", unit_file(i, rundir.SNAPSHOTS)) for i in finetune_ids[t])))
     units += representation_units(config, units, pretrain_data, downstream_data, execution)
     return units
 
@@ -125,14 +137,14 @@ def representation_units(config: StudyConfig, planned: list[Unit], pretrain_data
     epochs = trajectory_epochs(config)
     for pre in pretrains:
         if trajectory.enabled and pre.method != RANDOM:
-            checkpoints = tuple(("checkpoint", f"{pre.id}/checkpoints/epoch_{e:04d}.safetensors") for e in epochs)
+            checkpoints = tuple(("checkpoint", rundir.checkpoint_file(pre.id, e).as_posix()) for e in epochs)
             for t, classes in enumerate(config.data.tasks):
                 # Linear probes the finetune units fitted already (final encoder; random init = epoch 0), which the
                 # stage reads instead of refitting when their encoder is the checkpoint's: it runs after them.
                 reusable = [u for u in (finetunes.get((pre.method, pre.seed, t)), finetunes.get((RANDOM, pre.seed, t)))
                             if u is not None and config.finetune.mode == "linear"]
                 reuse = tuple(pair for u in reusable
-                              for pair in (("finetune", f"{u.id}/result.json"), ("finetune_encoder", dict(u.inputs)["encoder"])))
+                              for pair in (("finetune", unit_file(u.id, rundir.RESULT)), ("finetune_encoder", dict(u.inputs)["encoder"])))
                 key = config_hash({"pretrain": pre.key, "data": downstream_data, "finetune": to_dict(config.finetune), "classes": classes,
                                    "trajectory": to_dict(trajectory), "epochs": epochs, "execution": execution,
                                    "reuses": [u.key for u in reusable]})
@@ -143,14 +155,14 @@ def representation_units(config: StudyConfig, planned: list[Unit], pretrain_data
             key = config_hash({"pretrain": pre.key, "data": pretrain_data, "augmentation": p.crop_scale_min, "alignment": settings,
                                "execution": execution})
             units.append(Unit("alignment", unit_id("alignment", pre.method, pre.seed), key, pre.method, pre.seed, deps=(pre.id,),
-                              inputs=(("encoder", f"{pre.id}/encoder.safetensors"),)))
+                              inputs=(("encoder", unit_file(pre.id, rundir.ENCODER)),)))
     if a.representation.enabled:
         for t, classes in enumerate(config.data.tasks):
             key = config_hash({"pretrain": [u.key for u in pretrains], "data": downstream_data, "classes": classes,
                                "analysis_split": config.finetune.analysis_split, "representation": to_dict(a.representation),
                                "execution": execution})
             units.append(Unit("representation", unit_id("representation", classes=classes), key, task=t, deps=tuple(u.id for u in pretrains),
-                              inputs=tuple(("encoder", f"{u.id}/encoder.safetensors") for u in pretrains)))
+                              inputs=tuple(("encoder", unit_file(u.id, rundir.ENCODER)) for u in pretrains)))
     return units
 
 
@@ -158,8 +170,6 @@ def single_unit(config: StudyConfig, kind: str, *, method: str | None = None, se
                 inputs: dict[str, str] | None = None) -> Unit:
     """One unit run on its own (``contrastlab pretrain/finetune/analyze``) in its own output folder:
     its inputs are files given by the user, its key covers them and every setting of its stage."""
-    from .context import SECTIONS
-
     inputs = inputs or {}
     spec = {"kind": kind, "method": method, "seed": seed, "settings": to_dict(SECTIONS[kind](config)), "data": to_dict(config.data),
             "model": to_dict(config.model), "inputs": {role: str(path) for role, path in inputs.items()},

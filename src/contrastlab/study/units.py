@@ -14,7 +14,7 @@ from pathlib import Path
 from ..config import StudyConfig, to_dict
 from ..distributed import rank
 from ..errors import CorruptFileError
-from ..rundir import UNIT_MARKER, changed_outputs, read_manifest, task_name, write_manifest
+from ..rundir import MANIFEST, UNIT_MARKER, changed_outputs, read_manifest, task_name, write_manifest
 from ..utils.io import read_json_object, remove_orphaned_temporaries, write_json
 from ..utils.provenance import provenance
 from .context import StageContext, unit_context
@@ -56,7 +56,7 @@ def prepare_unit_folder(unit: Unit, run_dir: Path) -> Path:
             ours = False
         if ours:
             remove_orphaned_temporaries(folder)
-            (folder / "done.json").unlink(missing_ok=True)  # a stale or broken manifest must not outlive a rerun
+            (folder / MANIFEST).unlink(missing_ok=True)  # a stale or broken manifest must not outlive a rerun
         else:
             shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -10,19 +10,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ..distributed import global_rank
 
 log = logging.getLogger(__name__)
 
 _announced = False  # the "not installed" line is logged once per process
-
-
-class ScalarWriter(Protocol):
-    def add_scalar(self, tag: str, value: float, step: int) -> None: ...
-    def flush(self) -> None: ...
-    def close(self) -> None: ...
 
 
 class _Writer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ... import rundir
 from ...utils.io import read_json
 from .. import html as h
 from ..context import RANDOM, ReportContext, Section, unit_settings
@@ -10,11 +11,11 @@ from .common import quantity_table
 
 
 def probe_description(ctx: ReportContext) -> str:
-    """How the probes were trained, from a finetune unit's settings (manifest or result.json)."""
+    """How the probes were trained, from a finetune unit's settings (manifest or its result file)."""
     units = ctx.run.units.get("finetune", [])
     if not units:
         return ""
-    settings = unit_settings(units[0], read_json(units[0].path("result.json")))
+    settings = unit_settings(units[0], read_json(units[0].path(rundir.RESULT)))
     mode, epochs = settings.get("mode", "linear"), settings.get("epochs")
     kind = "linear on a frozen encoder (the paper)" if mode == "linear" else "full fine-tuning (beyond the paper)"
     return f"Probes: {kind}" + (f", {epochs} epochs." if epochs is not None else ".")

@@ -26,9 +26,7 @@ def comparisons_section(ctx: ReportContext) -> None:
     rows = comparison_rows(ctx.results, run.methods, run.tasks, run.confidence)
     write_table(ctx.table_dir, "comparisons", rows)
     if not rows:
-        section.body.append(h.missing("fewer than two methods with results: nothing to compare"))
-        ctx.sections.append(section)
-        return
+        return ctx.add_empty(section, "fewer than two methods with results: nothing to compare")
     section.body.append(h.paragraph(
         f"Difference method_a − method_b with its {run.confidence:.0%} paired t-interval and two-sided p-value. "
         "Pooled: paired over tasks (each task's seeds averaged first; the tasks are the independent units). "

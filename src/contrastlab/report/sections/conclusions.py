@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from ... import rundir
 from ...utils.io import read_json, write_text
 from .. import html as h
 from ..claims import claims_rows
@@ -18,7 +19,7 @@ def _attack_space(ctx: ReportContext) -> str:
     units = ctx.run.units.get("robustness", [])
     if not units:
         return "pixel"
-    sidecar = units[0].path("robustness.json")
+    sidecar = units[0].path(rundir.ROBUSTNESS)
     return str(unit_settings(units[0], read_json(sidecar) if sidecar.exists() else {}).get("space", "pixel"))
 
 

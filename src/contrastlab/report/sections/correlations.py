@@ -78,9 +78,7 @@ def correlations_section(ctx: ReportContext) -> None:
     rows, points = correlation_rows(ctx.results, key, ctx.run.confidence)
     write_table(ctx.table_dir, "correlations", rows)
     if not rows:
-        section.body.append(h.missing("no model has both a sharpness and a probe accuracy, t_w or FGSM score"))
-        ctx.sections.append(section)
-        return
+        return ctx.add_empty(section, "no model has both a sharpness and a probe accuracy, t_w or FGSM score")
     label = QUANTITIES[key].title
     section.body.append(h.paragraph(
         f"The paper's hypothesis: flatter minima transfer better and are more robust. Each point is one trained model "

@@ -6,6 +6,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from ... import rundir
 from ...utils.io import load_array
 from .. import html as h
 from ..context import ReportContext, Section
@@ -26,7 +27,7 @@ def _stacked(by_seed: dict[int, np.ndarray]) -> np.ndarray:
 
 def _inpca(ctx: ReportContext, unit, task: str, first: bool) -> list[str]:
     """Static and interactive InPCA map of one task (empty when the unit holds no map)."""
-    path = unit.path("inpca.npy")
+    path = unit.path(rundir.INPCA)
     if not path.exists():  # a study of the random-init baseline alone has no map
         return []
     coords, meta = load_array(path)
@@ -53,9 +54,7 @@ def geometry_section(ctx: ReportContext) -> None:
     section = Section("Progress toward the truth and InPCA (Figs. 1b, 2a)", "geometry")
     units = {u.task: u for u in ctx.run.units.get("geometry", [])}
     if not units:
-        section.body.append(h.missing("progress / InPCA not computed (disabled or not run yet)"))
-        ctx.sections.append(section)
-        return
+        return ctx.add_empty(section, "progress / InPCA not computed (disabled or not run yet)")
     drawn, listed = ctx.run.shown_tasks()
     drawn = [t for t in drawn if t in units]
     methods = ctx.run.methods

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...analysis.landscape import Surface, load_surface
+from ... import rundir
+from ...analysis.surface_grid import Surface, load_surface
 from .. import html as h
 from ..context import ReportContext, Section, unit_settings
 from ..landscape_figures import plot_landscape_1d, plot_landscape_contours, plot_landscape_surfaces_3d
@@ -32,14 +33,12 @@ def landscape_section(ctx: ReportContext) -> None:
     section = Section("Loss landscapes (Fig. 1a)", "landscape")
     units = ctx.run.units.get("landscape", [])
     if not units:
-        section.body.append(h.missing("landscapes not computed (disabled or not run yet)"))
-        ctx.sections.append(section)
-        return
+        return ctx.add_empty(section, "landscapes not computed (disabled or not run yet)")
     drawn, listed = ctx.run.shown_tasks()
     rows, shown, description = [], {}, ""
     first_seed = min(identity(u)[2] for u in units)
     for unit in units:
-        surface, meta = load_surface(unit.path("surface.npy"))
+        surface, meta = load_surface(unit.path(rundir.SURFACE))
         method, task, seed = identity(unit, meta)
         description = description or _description(surface, unit_settings(unit, meta))
         centre = (len(surface.ys) // 2, len(surface.xs) // 2) if surface.ys is not None else (len(surface.xs) // 2,)

@@ -6,6 +6,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from ... import rundir
 from .. import html as h
 from ..context import ReportContext, Section
 from ..figures import plot_pretraining_curves
@@ -17,16 +18,14 @@ def pretraining_section(ctx: ReportContext) -> None:
     section = Section("Pretraining", "pretraining")
     curves: dict[str, dict[int, list[dict]]] = defaultdict(dict)
     for unit in ctx.run.units.get("pretrain", []):
-        metrics = unit.path("metrics.csv")
+        metrics = unit.path(rundir.METRICS)
         if metrics.exists():  # the random-init baseline trains nothing
             method, _, seed = identity(unit)
             rows = read_csv(metrics)
             if rows:
                 curves[method][seed] = rows
     if not curves:
-        section.body.append(h.missing("no finished pretraining run"))
-        ctx.sections.append(section)
-        return
+        return ctx.add_empty(section, "no finished pretraining run")
     curves = {m: curves[m] for m in ctx.run.methods if m in curves} | curves
     path = ctx.save_figure(plot_pretraining_curves(curves), "pretraining")
     section.body.append(h.img(path, "Pretraining loss per epoch (each method's own objective)"))

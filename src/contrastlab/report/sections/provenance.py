@@ -6,6 +6,7 @@ from collections import Counter
 
 from omegaconf import OmegaConf
 
+from ... import rundir
 from .. import html as h
 from ..context import KINDS, ReportContext, Section
 from ..faithfulness import behaviour_rows, originals_used
@@ -77,6 +78,7 @@ def provenance_section(ctx: ReportContext) -> None:
     if history:
         section.body += ["<h3>Runs of this study</h3>", h.table(history)]
     if run.config:
-        text = (run.run_dir / "config.yaml").read_text() if (run.run_dir / "config.yaml").exists() else OmegaConf.to_yaml(run.config)
+        stored = run.run_dir / rundir.CONFIG_FILE
+        text = stored.read_text() if stored.exists() else OmegaConf.to_yaml(run.config)
         section.body.append(h.details("Resolved configuration", f"<pre>{h.esc(text)}</pre>"))
     ctx.sections.append(section)

@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from ... import rundir
 from ...utils.io import read_json
 from .. import html as h
 from ..context import PER_TASK_FIGURES, ReportContext, Section
@@ -39,7 +40,7 @@ def trajectory_rows(ctx: ReportContext) -> list[dict]:
     """One row per (method, seed, pretraining epoch, task), in method, seed, task, epoch order."""
     rows = []
     for unit in ctx.run.units.get("trajectory", []):
-        path = unit.path("trajectory.csv")
+        path = unit.path(rundir.TRAJECTORY)
         if not path.exists():
             continue
         method, task, seed = identity(unit)
@@ -133,9 +134,9 @@ def _alignment(ctx: ReportContext) -> list[str]:
     per_method: dict = defaultdict(lambda: defaultdict(dict))  # method -> column -> seed -> value
     settings = {}
     for unit in ctx.run.units.get("alignment", []):
-        if not unit.path("alignment.json").exists():
+        if not unit.path(rundir.ALIGNMENT).exists():
             continue
-        result = read_json(unit.path("alignment.json"))
+        result = read_json(unit.path(rundir.ALIGNMENT))
         method, _, seed = identity(unit, result)
         settings = result
         for column, _, _ in ALIGNMENT_COLUMNS:

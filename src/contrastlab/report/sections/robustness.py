@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from ... import rundir
 from ...utils.io import read_json
 from .. import html as h
 from ..context import ReportContext, Section, unit_settings
@@ -18,7 +19,7 @@ ATTACKS = ("fgsm", "pgd")
 
 
 def _description(ctx: ReportContext, unit) -> str:
-    sidecar = read_json(unit.path("robustness.json")) if unit.path("robustness.json").exists() else {}
+    sidecar = read_json(unit.path(rundir.ROBUSTNESS)) if unit.path(rundir.ROBUSTNESS).exists() else {}
     s = unit_settings(unit, sidecar)
     space = s.get("space", "pixel")
     samples = s.get("samples")
@@ -60,9 +61,7 @@ def robustness_section(ctx: ReportContext) -> None:
     section = Section("Adversarial robustness (Fig. 2b)", "robustness")
     units = ctx.run.units.get("robustness", [])
     if not units:
-        section.body.append(h.missing("robustness not computed (disabled or not run yet)"))
-        ctx.sections.append(section)
-        return
+        return ctx.add_empty(section, "robustness not computed (disabled or not run yet)")
     section.body.append(h.paragraph(_description(ctx, units[0])))
     drawn, listed = ctx.run.shown_tasks()
     for attack in ATTACKS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ... import rundir
 from ...utils.io import read_json
 from .. import html as h
 from ..context import ReportContext, Section, unit_settings
@@ -17,10 +18,8 @@ def sharpness_section(ctx: ReportContext) -> None:
     section = Section("Sharpness", "sharpness")
     units = ctx.run.units.get("sharpness", [])
     if not units:
-        section.body.append(h.missing("sharpness not computed (disabled or not run yet)"))
-        ctx.sections.append(section)
-        return
-    settings = unit_settings(units[0], read_json(units[0].path("sharpness.json")))
+        return ctx.add_empty(section, "sharpness not computed (disabled or not run yet)")
+    settings = unit_settings(units[0], read_json(units[0].path(rundir.SHARPNESS)))
     samples = settings.get("samples")
     params = "encoder + probe" if settings.get("params", "all") == "all" else "the probe"
     normalized = "sharpness_top_normalized" in ctx.results

@@ -38,20 +38,13 @@ from ...config import StudyConfig
 from ...errors import ContrastlabError
 from ..plan import Unit
 from ..units import run_unit
-from .local import LocalPool, available_cpus, gpu_slots, threads_per_job
-from .loop import Backend, UnitFailedError, UnitRunner, pending_dependencies, run_ready_units
+from .local import LocalPool
+from .loop import Backend, UnitRunner, run_ready_units
 from .sequential import sequential_backend
-from .slurm import (
-    Submitit, executor_parameters, is_data_parallel, is_slurm_executor, job_parameters, run_unit_job, slurm_executor,
-    submit_all, submit_unit,
-)
-from .torchrun import all_ranks_through, run_unit_distributed, torchrun_backend
+from .slurm import Submitit, slurm_executor
+from .torchrun import all_ranks_through, torchrun_backend
 
-__all__ = [
-    "KINDS", "UnitFailedError", "UnitRunner", "available_cpus", "executor_parameters", "gpu_slots", "is_data_parallel",
-    "is_slurm_executor", "job_parameters", "pending_dependencies", "run_unit_distributed", "run_unit_job",
-    "run_units", "slurm_executor", "submit_all", "submit_unit", "threads_per_job",
-]
+__all__ = ["run_units"]  # everything else is imported from the module that defines it
 
 KINDS = ("sequential", "local", "slurm")
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from ...config import LauncherConfig, StudyConfig
 from ...errors import ContrastlabError
+from ...rundir import MANIFEST, unit_file
 from ..plan import RANDOM, Unit
 from ..units import is_done, run_unit
 from .local import available_cpus
@@ -163,7 +164,7 @@ def _job_failure(job: Any, unit: Unit, run_dir: Path) -> Failure | None:
     if error is not None:
         return f"job {job.job_id}: {_job_error_line(error)}{where}", error, str(error)
     if not is_done(unit, run_dir):
-        return f"job {job.job_id} ended without writing {unit.id}/done.json{where}", None, ""
+        return f"job {job.job_id} ended without writing {unit_file(unit.id, MANIFEST)}{where}", None, ""
     return None
 
 

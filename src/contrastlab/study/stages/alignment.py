@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from ... import rundir
 from ...analysis.representation import alignment, effective_rank, uniformity
 from ...augment import make_views
 from ...train.finetune import extract_features
@@ -42,7 +43,7 @@ def run(ctx: StageContext) -> None:
     with torch.inference_mode():
         z = torch.cat([encoder(v.to(ctx.device)).float().cpu() for v in views.flatten(0, 1).split(512)]).view(len(chosen), 2, -1)
     clean = extract_features(encoder, data.images[chosen.numpy()], device=ctx.device)
-    write_json(ctx.folder / "alignment.json", {
+    write_json(ctx.folder / rundir.ALIGNMENT, {
         **ctx.record, "kind": "alignment", "method": meta.get("method"), "seed": meta.get("seed"),
         "alignment": alignment(z[:, 0], z[:, 1]),
         "uniformity": (uniformity(z[:, 0]) + uniformity(z[:, 1])) / 2,

@@ -11,6 +11,7 @@ import logging
 
 import numpy as np
 
+from ... import rundir
 from ...analysis.inpca import bhattacharyya_matrix, embed_distances
 from ...analysis.progress import progress as progress_of
 from ...utils.io import load_array, save_array, write_csv, write_json
@@ -37,7 +38,7 @@ def run(ctx: StageContext) -> None:
         if meta["method"] != RANDOM:
             trajectories.append(snapshots)
             points += [{"method": r["method"], "seed": r["seed"], "epoch": r["epoch"]} for r in run_rows]
-    write_csv(ctx.folder / "progress.csv", rows)
+    write_csv(ctx.folder / rundir.PROGRESS, rows)
     if not trajectories:
         log.info("InPCA skipped for %s: no pretrained method's probes", ctx.unit.id)
         return
@@ -54,14 +55,14 @@ def run(ctx: StageContext) -> None:
     result = maps[g.truth_copies]
     n_truth = truth_count(g.truth_copies, len(seeds))
     points += [{"method": "truth", "seed": seeds[i] if n_truth > 1 else None, "epoch": None} for i in range(n_truth)]
-    save_array(ctx.folder / "inpca.npy", result.coords, {
+    save_array(ctx.folder / rundir.INPCA, result.coords, {
         **ctx.record, "kind": "inpca", "task_classes": classes, "split": ctx.config.finetune.analysis_split,
         "points": points, "eigenvalues": np.asarray(result.eigenvalues).tolist(), "explained": np.asarray(result.explained).tolist(),
         "truth_copies": g.truth_copies, "truth_points": n_truth,
     })
     if g.compare_inputs:
         n_runs = len(distances) - 1  # the trajectory points, shared by both maps
-        write_json(ctx.folder / "inpca_comparison.json", {
+        write_json(ctx.folder / rundir.INPCA_COMPARISON, {
             **ctx.record, "kind": "inpca_comparison", "task_classes": classes, "used": g.truth_copies,
             "maps": {copies: {"truth_points": truth_count(copies, len(seeds)), "eigenvalues": np.asarray(m.eigenvalues).tolist(),
                               "explained": np.asarray(m.explained).tolist()} for copies, m in maps.items()},

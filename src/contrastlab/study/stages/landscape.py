@@ -10,7 +10,10 @@ import zlib
 
 import numpy as np
 
-from ...analysis.landscape import SurfaceSettings, loss_surface, random_directions, save_surface
+from ... import rundir
+from ...analysis.directions import random_directions
+from ...analysis.landscape import SurfaceSettings, loss_surface
+from ...analysis.surface_grid import save_surface
 from ...config import LandscapeConfig
 from ..context import StageContext
 from ..inputs import probe_and_data
@@ -31,15 +34,16 @@ def direction_seed(seed: int, seeding: str, method: str | None, pretrain_seed: i
     return zlib.crc32(text.encode()) & 0x7FFFFFFF
 
 
-def _surface(ctx: StageContext, s: LandscapeConfig, model, images, labels, meta: dict, seeding: str, name: str) -> None:
+def _surface(ctx: StageContext, s: LandscapeConfig, model, images, labels, meta: dict, seeding: str, compared: bool) -> None:
+    """The surface along directions of ``seeding``: the unit's own, or (``compared``) the other seeding's."""
     seed = direction_seed(s.seed, seeding, meta.get("method"), meta.get("seed"), meta["task_classes"])
     directions = random_directions(model, n=2, seed=seed, params=PARAMETER_SUBSETS[s.params], ignore=s.ignore,
                                    normalization=s.normalization)
     axis = np.linspace(-s.span, s.span, s.grid)
-    partial = ctx.folder / ("partial.npy" if name == "surface" else f"partial_{name}.npy")
+    partial = ctx.folder / rundir.partial_surface_file(seeding if compared else None)
     settings = SurfaceSettings(batch_size=ctx.batch_size(s.batch_size), precision=ctx.precision, resume_path=partial, progress=ctx.progress)
     surface = loss_surface(model, images, labels, directions, axis, axis, settings)
-    save_surface(ctx.folder / f"{name}.npy", surface, {
+    save_surface(ctx.folder / rundir.surface_file(seeding if compared else None), surface, {
         **meta, "params": s.params, "direction_seed": seed, "direction_seeding": seeding, "base_seed": s.seed,
         "ignore": s.ignore, "direction_normalization": s.normalization, "precision": ctx.precision,
         "layout": "values[0] = loss, values[1] = accuracy; rows = y, columns = x",
@@ -51,7 +55,7 @@ def _surface(ctx: StageContext, s: LandscapeConfig, model, images, labels, meta:
 def run(ctx: StageContext) -> None:
     s = ctx.settings
     model, images, labels, meta = probe_and_data(ctx, s.samples)
-    _surface(ctx, s, model, images, labels, meta, s.direction_seed, "surface")
+    _surface(ctx, s, model, images, labels, meta, s.direction_seed, compared=False)
     if s.compare_seeding:  # the other seeding, on the same trained model
         other = next(x for x in SEEDINGS if x != s.direction_seed)
-        _surface(ctx, s, model, images, labels, meta, other, f"surface_{other}")
+        _surface(ctx, s, model, images, labels, meta, other, compared=True)

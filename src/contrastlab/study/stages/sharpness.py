@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ... import rundir
 from ...analysis.hessian import HessianSettings
 from ...analysis.sharpness import SharpnessSettings, hessian_sharpness
 from ...utils.io import write_json
@@ -31,4 +32,4 @@ def run(ctx: StageContext) -> None:
         else:
             # hessian_sharpness takes tr(S H S) = tr(diag(S²) H) from the raw trace's products and probes.
             result["normalized"] = {**values, "normalization": "filter", "trace_estimator": "hutch++ on the raw Hessian's products, tr(diag(S²) H)"}
-    write_json(ctx.folder / "sharpness.json", result)
+    write_json(ctx.folder / rundir.SHARPNESS, result)

@@ -31,6 +31,7 @@ from ...analysis.progress import progress
 from ...config import to_dict
 from ...data import ImageSet
 from ...errors import ContrastlabError
+from ... import rundir
 from ...rundir import changed_outputs, read_manifest, task_name
 from ...train.finetune import ProbeTrainer
 from ...utils.io import first_line, load_array, read_json_object, write_csv, write_json
@@ -86,8 +87,8 @@ def run(ctx: StageContext) -> None:
         log.info("trajectory %s: pretraining epoch %d, probe accuracy %.3f (%s)", ctx.unit.id, row["pretrain_epoch"],
                  row["val_accuracy"], how)
     rows.sort(key=lambda r: r["pretrain_epoch"])
-    write_csv(ctx.folder / "trajectory.csv", rows, [c for c in COLUMNS if any(c in r for r in rows)])
-    write_json(ctx.folder / "trajectory.json", {
+    write_csv(ctx.folder / rundir.TRAJECTORY, rows, [c for c in COLUMNS if any(c in r for r in rows)])
+    write_json(ctx.folder / rundir.TRAJECTORY_SUMMARY, {
         **ctx.record, "kind": "trajectory", "method": ctx.unit.method, "seed": ctx.unit.seed, "task_classes": list(classes),
         "split": f.analysis_split, "probe_settings": settings, "knn_k": f.knn_k, "epochs": [r["pretrain_epoch"] for r in rows],
         "reused": sorted(reused, key=lambda r: r["pretrain_epoch"]),
@@ -172,7 +173,7 @@ def finetune_probe(ctx: StageContext, result_path: Path, encoder_path: Path, set
         raise NotReusable(f"its result.json lacks one of {', '.join(wanted)}")
     values = {k: result[k] for k in wanted}
     if ctx.settings.progress:
-        snapshots, meta = load_array(folder / "snapshots.npy")
+        snapshots, meta = load_array(folder / rundir.SNAPSHOTS)
         if meta.get("split") != f.analysis_split or meta.get("labels") != analysis_set.labels.tolist() \
                 or snapshots.shape != (settings["epochs"] + 1, len(analysis_set.labels), task_train.num_classes):
             raise NotReusable("its snapshots are of another split or shape")
