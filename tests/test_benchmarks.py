@@ -62,7 +62,7 @@ def test_gpu_benchmark_labels_a_compile_fallback_eager(monkeypatch):
             logging.getLogger("contrastlab.train.pretrain").warning("torch.compile failed (%s); training eagerly", "no compiler")
         (Path(folder) / "metrics.csv").write_text("epoch,images_per_s\n1,10\n2,20\n3,30\n")
 
-    monkeypatch.setattr("contrastlab.train.pretrain.pretrain", fake_pretrain)
+    monkeypatch.setattr(__import__("pretrain_call"), "pretrain", fake_pretrain)
     sizes = gpu.Sizes(**{**gpu.asdict(gpu.SMOKE), "compile_methods": ("simclr",)})
     out = gpu.bench_pretrain(sizes, __import__("torch").device("cpu"), ["simclr"], compile_too=True)
     eager, fallback = out["simclr"]["runs"]

@@ -274,7 +274,7 @@ def test_tensorboard_scalars_of_pretraining_and_probe(monkeypatch, tmp_path):
     pretrain_writer, probe_writer = writers
     assert pretrain_writer.log_dir == tmp_path / "pre" / "tensorboard" and pretrain_writer.closed and probe_writer.closed
     assert [s for t, _, s in pretrain_writer.scalars if t == "pretrain/loss"] == [1, 2]
-    assert {t for t, _, _ in pretrain_writer.scalars} == {"pretrain/loss", "pretrain/lr", "pretrain/images_per_s", "pretrain/seconds"}
+    assert {t for t, _, _ in pretrain_writer.scalars} == {"pretrain/loss", "pretrain/lr", "pretrain/images_per_s", "pretrain/seconds", "pretrain/projection_std"}
     val = [(v, s) for t, v, s in probe_writer.scalars if t == "probe/val_accuracy"]
     result = json.loads((tmp_path / "probe" / "result.json").read_text())
     assert [s for _, s in val] == [0, 1, 2, 3] and val[-1][0] == pytest.approx(result["val_accuracy"])
