@@ -6,7 +6,7 @@ other file (solo-learn, lightly, torchvision state dict) or a ``package.module:f
 goes through :func:`contrastlab.models.foreign.load_foreign_encoder`. A ``module:function`` spec
 reaches a stage joined to the run directory like every input path (``DIR/pkg.mod:fn``): the name
 of a path that does not exist is taken as the spec. Every load says where the encoder came from
-(``{"source", "path", "format"}``), which the stages record in their manifests under "encoder".
+(``{"source", "path", "format", "sha256"}``), which the stages record in their manifests under "encoder".
 """
 
 from __future__ import annotations
@@ -39,23 +39,50 @@ def is_contrastlab_checkpoint(spec: str | Path) -> bool:
 
 def load_encoder(spec: str | Path, expected_architecture: dict | None = None, *, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, in_channels: int = 3, image_size: int = 32,
-                 format: str = "auto") -> tuple[nn.Module, dict[str, Any]]:  # noqa: A002 - the word users know
+                 format: str = "auto", stem_padding: int | None = None) -> tuple[nn.Module, dict[str, Any]]:  # noqa: A002
     """(encoder on the CPU, metadata) for an encoder input.
 
     Metadata: a contrastlab checkpoint's sidecar; for a foreign encoder, what its loader found
     ("method" is then its source, e.g. "solo-learn", so tables label it by where it came from).
-    Either way ``meta["encoder"] = {"source", "path", "format"}``. ``expected_architecture`` is
-    checked for contrastlab checkpoints only (a foreign checkpoint's width is read from the file);
-    ``mean``/``std`` are the input normalization given to a foreign checkpoint's encoder.
+    Either way ``meta["encoder"] = {"source", "path", "format", "sha256"}`` (sha256 None for
+    ``module:function``). ``expected_architecture`` is checked for contrastlab checkpoints only (a
+    foreign checkpoint's width and stem are read from the file); ``mean``/``std`` are the input
+    normalization given to a foreign encoder, ``stem_padding`` a CIFAR stem's padding where the
+    file does not tell (models/foreign.py).
     """
+    from .external import file_sha256
+
     spec = encoder_spec(spec)
     if format == "auto" and is_contrastlab_checkpoint(spec):
         encoder, meta = encoder_from_checkpoint(spec, expected_architecture)
-        return encoder, {**meta, "encoder": {"source": "contrastlab", "path": str(spec), "format": "safetensors"}}
+        return encoder, {**meta, "encoder": {"source": "contrastlab", "path": str(spec), "format": "safetensors",
+                                             "sha256": file_sha256(spec)}}
     from ..models.foreign import load_foreign_encoder
 
-    encoder, info = load_foreign_encoder(spec, mean=mean, std=std, in_channels=in_channels, format=format, image_size=image_size)
+    encoder, info = load_foreign_encoder(spec, mean=mean, std=std, in_channels=in_channels, format=format, image_size=image_size,
+                                         stem_padding=stem_padding)
     meta = {"method": info["source"], "seed": None, "architecture": info.get("architecture"),
             "normalization": info.get("normalization"), "foreign": info,
-            "encoder": {"source": info["source"], "path": info["path"], "format": info["format"]}}
+            "encoder": {"source": info["source"], "path": info["path"], "format": info["format"], "sha256": file_sha256(spec)}}
+    return encoder, meta
+
+
+def load_method_encoder(config, method: str | None, spec: str | Path, data, expected_architecture: dict | None = None
+                        ) -> tuple[nn.Module, dict[str, Any]]:
+    """The encoder of ``method`` in a study as its stages see it: an external method's (config
+    ``methods`` entry) with its ``mean``/``std``, else the data's statistics for a foreign encoder;
+    a contrastlab checkpoint with its own normalization (an external entry's ``mean``/``std`` replace it).
+    ``data``: the ImageSet whose statistics stand in (the task's training split); ``expected_architecture``
+    is checked for the study's own (built-in) methods only."""
+    from ..models.normalization import set_input_normalization
+    from .external import encoder_normalization, external_methods
+
+    external = method in external_methods(config)
+    contrastlab = is_contrastlab_checkpoint(encoder_spec(spec))
+    mean, std, padding = encoder_normalization(config, method, data.mean, data.std, contrastlab)
+    encoder, meta = load_encoder(spec, None if external else expected_architecture, mean=mean, std=std,
+                                 in_channels=data.images.shape[-1], image_size=data.images.shape[1], stem_padding=padding)
+    if contrastlab and mean is not None and std is not None:
+        set_input_normalization(encoder, mean, std)
+        meta = {**meta, "normalization": {"mean": list(mean), "std": list(std)}}
     return encoder, meta

@@ -30,7 +30,7 @@ from ..augment import make_views
 from ..checkpoint import read_checkpoint, save_checkpoint, subset, load_state
 from ..data import ImageSet
 from ..errors import CheckpointError, NonFiniteError
-from ..models import architecture, build_encoder, linear_classifier, projection_head
+from ..models import architecture, build_encoder, linear_classifier, projection_head, stem_options
 from ..objectives import get_objective
 from ..precision import autocast as precision_autocast
 from ..utils.io import first_line, write_csv
@@ -111,6 +111,7 @@ def pretrain(
     seed: int = 0,
     encoder: str = "resnet18",
     width: int = 64,
+    stem: str = "cifar",
     projection_dim: int = 128,
     epochs: int = 200,
     batch_size: int = 256,
@@ -154,7 +155,7 @@ def pretrain(
 
     torch.manual_seed(seed)  # weight init
     channels = train_set.images.shape[-1]
-    net = build_encoder(encoder, width=width, mean=train_set.mean, std=train_set.std, in_channels=channels)
+    net = build_encoder(encoder, width=width, mean=train_set.mean, std=train_set.std, in_channels=channels, **stem_options({"stem": stem}))
     if objective.head == "projection":
         head: nn.Module = projection_head(net.feature_dim, out_dim=projection_dim)
     else:
@@ -172,7 +173,7 @@ def pretrain(
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     generator = torch.Generator(device=device).manual_seed(seed)
 
-    arch = architecture(encoder, width, channels, net.feature_dim)
+    arch = architecture(encoder, width, channels, net.feature_dim, getattr(net, "stem_architecture", None))
     meta_base = {
         "stage": "pretrain",
         "method": method,
@@ -296,11 +297,12 @@ def pretrain(
     return final
 
 
-def random_encoder(train_set: ImageSet, out_path: str | Path, *, seed: int, encoder: str, width: int, record: dict | None = None) -> Path:
+def random_encoder(train_set: ImageSet, out_path: str | Path, *, seed: int, encoder: str, width: int, record: dict | None = None,
+                   stem: str = "cifar") -> Path:
     """Save a randomly initialized encoder (the baseline every method is compared with)."""
     torch.manual_seed(seed)
     channels = train_set.images.shape[-1]
-    net = build_encoder(encoder, width=width, mean=train_set.mean, std=train_set.std, in_channels=channels)
+    net = build_encoder(encoder, width=width, mean=train_set.mean, std=train_set.std, in_channels=channels, **stem_options({"stem": stem}))
     meta = {
         "stage": "pretrain",
         "method": "random",
@@ -308,7 +310,7 @@ def random_encoder(train_set: ImageSet, out_path: str | Path, *, seed: int, enco
         "epoch": 0,
         "epochs": 0,
         "kind": "encoder",
-        "architecture": architecture(encoder, width, channels, net.feature_dim),
+        "architecture": architecture(encoder, width, channels, net.feature_dim, getattr(net, "stem_architecture", None)),
         "normalization": {"mean": list(train_set.mean), "std": list(train_set.std)},
         "dataset": train_set.name,
         "record": record or {},

@@ -16,7 +16,7 @@ from ...train.finetune import SAMPLE_ORDER, ProbeRun, extract_features, knn_accu
 from ...utils.io import save_array, write_csv, write_json
 from ..context import StageContext
 from ..curves import epoch_scalars
-from ..encoders import load_encoder
+from ..encoders import load_method_encoder
 from ..inputs import expected_architecture, task_sets
 
 
@@ -45,9 +45,9 @@ def run(ctx: StageContext) -> None:
     f, classes = ctx.settings, ctx.config.data.tasks[ctx.unit.task]
     task_train, task_val = task_sets(ctx.config.data, classes)
     checkpoint = ctx.input("encoder")
-    # A contrastlab checkpoint, or a foreign one (normalized like the downstream data, as it was never told otherwise).
-    encoder, meta = load_encoder(checkpoint, expected_architecture(ctx.config.model, task_train.images.shape[-1]), mean=task_train.mean,
-                                 std=task_train.std, in_channels=task_train.images.shape[-1], image_size=task_train.images.shape[1])
+    # A contrastlab checkpoint, or a foreign one: normalized with its external entry's mean/std, else like the downstream data.
+    encoder, meta = load_method_encoder(ctx.config, ctx.unit.method, checkpoint, task_train,
+                                        expected_architecture(ctx.config.model, task_train.images.shape[-1]))
     ctx.manifest["encoder"] = meta["encoder"]
     normalize_for_probe(encoder, f, task_train)
     normalization = input_normalization(encoder)

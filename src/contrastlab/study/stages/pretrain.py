@@ -29,12 +29,13 @@ def run(ctx: StageContext) -> None:
     data = normalized_set(pretrain_set(config.data), config.pretrain)
     m = config.model
     if unit.method == RANDOM:
-        random_encoder(data, ctx.folder / "encoder.safetensors", seed=unit.seed, encoder=m.encoder, width=m.width, record=ctx.record)
+        random_encoder(data, ctx.folder / "encoder.safetensors", seed=unit.seed, encoder=m.encoder, width=m.width, record=ctx.record,
+                       stem=m.stem)
         return
     p = ctx.settings
     with epoch_scalars(ctx, "pretrain") as on_epoch:  # TensorBoard scalars when log.tensorboard is on
         pretrain(
-            data, ctx.folder, method=unit.method, seed=unit.seed, encoder=m.encoder, width=m.width,
+            data, ctx.folder, method=unit.method, seed=unit.seed, encoder=m.encoder, width=m.width, stem=m.stem,
             projection_dim=m.projection_dim, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr[unit.method],
             momentum=p.momentum, weight_decay=p.weight_decay, min_lr_ratio=p.min_lr_ratio, warmup_epochs=p.warmup_epochs,
             reach_min_at_last=p.schedule_end == "at_min",
