@@ -337,10 +337,22 @@ def read_config(preset: str = "quick", overrides: list[str] | None = None) -> St
 def check_config(config: StudyConfig) -> StudyConfig:
     """Resolve a task spec into class lists and run every check of :mod:`.config_checks`; returns ``config``."""
     resolve_tasks_in(config)
+    resolve_checkpoints_in(config)
     from .config_checks import validate
 
     validate(config)
     return config
+
+
+def resolve_checkpoints_in(config: StudyConfig) -> None:
+    """Make the checkpoint paths of external ``methods`` entries absolute (relative to the current
+    directory), in place: the run directory's config.yaml then names the files whatever the directory it resumes from."""
+    from .study.external import resolve_path
+
+    for entry in config.methods:
+        checkpoints = entry.get("checkpoints") if isinstance(entry, dict) else None
+        if isinstance(checkpoints, list) and all(isinstance(c, str) and c for c in checkpoints):
+            entry["checkpoints"] = [resolve_path(c) for c in checkpoints]
 
 
 def resolve_tasks_in(config: StudyConfig) -> None:

@@ -95,3 +95,36 @@ def encoder_normalization(config, method: str | None, data_mean: Sequence[float]
         return ext.mean, ext.std, ext.stem_padding
     padding = ext.stem_padding if ext is not None else None
     return (None, None, padding) if contrastlab else (data_mean, data_std, padding)
+
+
+def check_external_checkpoints(config) -> None:
+    """Load every checkpoint of the external methods once, as the stages will, and run it on two
+    images of the study's size: a missing, corrupt or incompatible file (another channel count, an
+    output that is not (B, D)) is one ConfigError line naming the entry, before any unit runs."""
+    import torch
+
+    from ..config_checks import dataset_channels
+    from ..errors import ConfigError, ContrastlabError
+    from .encoders import load_encoder
+
+    d = config.data
+    channels = d.channels if d.channels is not None else dataset_channels(d.downstream)
+    size = d.image_size or 32
+    for ext in external_methods(config).values():
+        for spec in dict.fromkeys(ext.checkpoints):
+            try:
+                encoder, meta = load_encoder(spec, mean=ext.mean, std=ext.std, in_channels=channels, image_size=size,
+                                             stem_padding=ext.stem_padding)
+            except ContrastlabError as exc:
+                raise ConfigError(f"methods entry '{ext.name}': {exc}") from None
+            found = (meta.get("architecture") or {}).get("in_channels", channels)
+            if found != channels:
+                raise ConfigError(f"methods entry '{ext.name}': {spec} takes {found}-channel images, but {d.downstream} has {channels}")
+            try:
+                with torch.no_grad():
+                    out = encoder.eval()(torch.full((2, channels, size, size), 0.5))
+            except RuntimeError as exc:
+                raise ConfigError(f"methods entry '{ext.name}': {spec} cannot encode {size}x{size} images "
+                                  f"({str(exc).splitlines()[0]})") from None
+            if out.ndim != 2 or out.shape[0] != 2:
+                raise ConfigError(f"methods entry '{ext.name}': {spec} maps images to {tuple(out.shape)}, not (B, D)")

@@ -61,9 +61,13 @@ def run(ctx: StageContext) -> None:
                           n_classes=task_train.num_classes, precision=ctx.precision, progress=ctx.progress, on_epoch=on_epoch,
                           **settings)
     knn = probe_knn(run, encoder, task_train, task_val, f.knn_k, ctx.device)
+    # The study's name and seed of the encoder: an external checkpoint's sidecar or loader names it otherwise
+    method = ctx.unit.method or meta.get("method")
+    own = meta.get("seed") is not None and meta.get("method") == method
+    pretrain_seed = meta["seed"] if own else ctx.unit.seed
 
     common = {
-        "stage": "finetune", "method": meta.get("method"), "pretrain_seed": meta.get("seed"), "seed": settings["seed"],
+        "stage": "finetune", "method": method, "pretrain_seed": pretrain_seed, "seed": settings["seed"],
         "mode": f.mode, "label": "linear probe (frozen encoder)" if f.mode == "linear" else "full fine-tuning (beyond the paper)",
         "task_classes": list(classes), "task_class_names": task_train.classes, "dataset": task_train.name,
         # The input normalization the probe was trained with (analyses of the probe use the same).
