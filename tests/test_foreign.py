@@ -419,3 +419,67 @@ def test_suggested_export_command_works_on_a_pickled_whole_module(tmp_path):
     argv = shlex.split(one_line_error(tmp_path / "solo.ckpt", "does not unpickle").split("trust): ", 1)[1])
     subprocess.run([sys.executable, "-c", argv[2]], check=True, cwd=tmp_path, timeout=120)
     assert load_foreign_encoder(tmp_path / "solo.state_dict.pth")[1]["source"] == "solo-learn"
+
+
+# ---------------------------------------------------------------- the command line: one line naming the file or function
+
+
+CLI_MICRO = ["model.encoder=tiny_cnn", "data.image_size=8", "data.downstream_train_per_class=8", "data.downstream_test_per_class=4",
+             "finetune.epochs=1"]
+
+
+def cli_sets(*extra: str) -> list[str]:
+    return [a for s in (*CLI_MICRO, *extra) for a in ("--set", s)]
+
+
+@pytest.mark.parametrize("encoder, pattern", [
+    ("os.path:join", r"^error: os\.path:join needs arguments \(a\)"),
+    ("torch.nn:Linear", r"^error: torch\.nn:Linear needs arguments \(in_features, out_features\)"),
+    ("test_foreign:linear_layer", r"^error: test_foreign:linear_layer returned a Linear, not an encoder mapping \(B, C, H, W\) to \(B, D\)"),
+    ("notes.txt", r"^error: \S*notes\.txt is a text file, not a checkpoint"),
+])
+def test_analyze_all_refusals_are_one_line(monkeypatch, capsys, tmp_path, encoder, pattern):
+    from helpers import assert_one_line_error, run_cli
+
+    (tmp_path / "notes.txt").write_text("this is not a checkpoint\n")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(monkeypatch, capsys, "analyze", "all", "--encoder", encoder, "--task", "0,1,2", "--out", tmp_path / "out",
+                           "--no-progress", *cli_sets())
+    assert_one_line_error(code, err, pattern)
+
+
+def test_finetune_refusals_name_the_real_file(monkeypatch, capsys, tmp_path):
+    from helpers import assert_one_line_error, run_cli
+
+    monkeypatch.chdir(tmp_path)
+    args = ["finetune", "--task", "0,1,2", "--out", tmp_path / "out", "--no-progress", *cli_sets()]
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--checkpoint", "random.pt")
+    assert_one_line_error(code, err, r"random\.pt not found")
+    assert "safetensors" not in err
+    (tmp_path / "random.pt").write_text("a text file\n")
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--checkpoint", "random.pt")
+    assert_one_line_error(code, err, r"random\.pt is a text file, not a checkpoint")
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--checkpoint", "os.path:join")
+    assert_one_line_error(code, err, r"os\.path:join needs arguments")
+
+
+def test_finetune_and_analyze_all_take_a_foreign_pt(monkeypatch, capsys, tmp_path, source):
+    from helpers import run_cli
+
+    # a torchvision-layout state dict saved as random.pt: probed as it is, and --mean/--std are what the probe records
+    torch.save(backbone_state(source, torchvision_name), tmp_path / "random.pt")
+    code, out, err = run_cli(monkeypatch, capsys, "finetune", "--checkpoint", tmp_path / "random.pt", "--task", "0,1,2", "--out",
+                             tmp_path / "probe", "--no-progress", *cli_sets("model.encoder=resnet18", f"model.width={WIDTH}"))
+    assert code == 0, err
+    from contrastlab.utils.io import read_json
+
+    assert read_json(tmp_path / "probe/result.json")["method"] == "torchvision"
+    sets = cli_sets("analysis.landscape.enabled=false", "analysis.sharpness.enabled=false", "analysis.robustness.enabled=false")
+    code, out, err = run_cli(monkeypatch, capsys, "analyze", "all", "--encoder", tmp_path / "random.pt", "--task", "0,1,2",
+                             "--out", tmp_path / "all", "--mean", "0.4,0.5,0.6", "--std", "0.2,0.25,0.3", "--no-progress", *sets)
+    assert code == 0, err
+    probe = read_json(tmp_path / "all/finetune/torchvision/task-0-1-2/probe.json")
+    assert probe["normalization"]["mean"] == pytest.approx(list(MEAN)) and probe["normalization"]["std"] == pytest.approx(list(STD))
+    code, _, err = run_cli(monkeypatch, capsys, "analyze", "all", "--encoder", tmp_path / "random.pt", "--task", "0,1,2",
+                           "--out", tmp_path / "all", "--mean", "0.4,0.5", "--no-progress", *sets)
+    assert code != 0 and "--mean and --std together" in err
