@@ -58,7 +58,7 @@ def test_entries_are_checked_before_anything_runs(tmp_path, toolkit_checkpoints)
         "unknown key 'ckpt'": methods("{name: x, family: contrastive, checkpoints: [a], ckpt: b}"),
         "mean must be 3 numbers": methods(entry("x", solo, mean="[0.5]", std="[0.2]")),
         "give both mean and std": methods(entry("x", solo, mean="[0.5, 0.5, 0.5]")),
-        r"methods entry 'x': encoder checkpoint .*absent.ckpt not found": methods(entry("x", tmp_path / "absent.ckpt")),
+        r"methods entry 'x': encoder checkpoint not found: .*absent.ckpt": methods(entry("x", tmp_path / "absent.ckpt")),
     }
     (tmp_path / "notes.ckpt").write_text("not weights")
     cases[r"methods entry 'x': .*notes.ckpt is a text file, not a checkpoint"] = methods(entry("x", tmp_path / "notes.ckpt"))

@@ -454,7 +454,7 @@ def test_finetune_refusals_name_the_real_file(monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(tmp_path)
     args = ["finetune", "--task", "0,1,2", "--out", tmp_path / "out", "--no-progress", *cli_sets()]
     code, _, err = run_cli(monkeypatch, capsys, *args, "--checkpoint", "random.pt")
-    assert_one_line_error(code, err, r"random\.pt not found")
+    assert_one_line_error(code, err, r"not found: random\.pt")
     assert "safetensors" not in err
     (tmp_path / "random.pt").write_text("a text file\n")
     code, _, err = run_cli(monkeypatch, capsys, *args, "--checkpoint", "random.pt")

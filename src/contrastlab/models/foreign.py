@@ -472,8 +472,8 @@ def load_foreign_encoder(
         encoder, info = _from_module(text, in_channels, image_size, mean, std)
     else:
         if not path.is_file():
-            what = "is a directory, not a checkpoint" if path.is_dir() else "not found"
-            raise CheckpointError(f"encoder checkpoint {path} {what} (for a Python encoder write 'package.module:function')")
+            what = f"{path} is a directory, not a checkpoint" if path.is_dir() else f"encoder checkpoint not found: {path}"
+            raise CheckpointError(f"{what} (for a Python encoder write 'package.module:function')")
         encoder, info = _from_checkpoint(path, format, mean, std, in_channels, stem_padding)
     encoder.eval()
     log.info("loaded %s encoder from %s (%d keys mapped)", info["source"], info["path"], info["mapped_keys"])
