@@ -24,7 +24,7 @@ from pathlib import Path
 from ..config import StudyConfig, config_hash, to_dict
 from ..rundir import RunLock, unit_id
 from .context import SECTIONS, unit_context
-from .plan import ANALYSES, Unit
+from .plan import ANALYSES, Unit, model_settings
 from .units import is_done, prepare_unit_folder, run_stage
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def encoder_units(config: StudyConfig, spec: str, seed: int = 0, label: str | No
 
     label = label or encoder_label(spec)
     execution = {"device": config.device, "precision": config.precision}
-    base = {"encoder": spec, "data": to_dict(config.data), "model": to_dict(config.model), "seed": seed, "execution": execution,
+    base = {"encoder": spec, "data": to_dict(config.data), "model": model_settings(config), "seed": seed, "execution": execution,
             "sha256": file_sha256(spec)}
     given = external_methods(config).get(label)
     if given is not None:  # absent otherwise: keys of earlier runs stay valid

@@ -182,6 +182,6 @@ def single_unit(config: StudyConfig, kind: str, *, method: str | None = None, se
 
     inputs = inputs or {}
     spec = {"kind": kind, "method": method, "seed": seed, "settings": to_dict(SECTIONS[kind](config)), "data": to_dict(config.data),
-            "model": to_dict(config.model), "inputs": {role: str(path) for role, path in inputs.items()},
+            "model": model_settings(config), "inputs": {role: str(path) for role, path in inputs.items()},
             "execution": {"device": config.device, "precision": config.precision}}
     return Unit(kind, ".", config_hash(spec), method, seed, task, inputs=tuple(inputs.items()))
