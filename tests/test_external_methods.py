@@ -136,3 +136,28 @@ def test_study_mixing_builtin_and_toolkit_checkpoints_runs_end_to_end(tmp_path, 
     html = summary.report.read_text()
     for name in external:
         assert name in accuracy and name in html
+
+
+def test_bad_entry_through_the_cli_is_one_line_and_writes_nothing(monkeypatch, capsys, tmp_path, toolkit_checkpoints):
+    from helpers import MICRO_STUDY, assert_one_line_error, run_cli
+
+    solo = toolkit_checkpoints / "byol-solo.ckpt"
+    sets = [f"--set={o}" for o in MICRO_STUDY + [methods("simclr", entry("byol-solo", solo, solo, solo)), "seeds=[0,1]"]]
+    code, _, err = run_cli(monkeypatch, capsys, "study", "--preset", "quick", "--out", tmp_path / "out", "--no-progress", *sets)
+    assert_one_line_error(code, err, r"methods entry 'byol-solo' has 3 checkpoints for 2 seeds \[0, 1\]")
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_stem_imagenet_pretrains_and_is_recorded(tmp_path):
+    from helpers import run_single_stage
+
+    with pytest.raises(ConfigError, match="model.stem must be one of cifar, imagenet"):
+        micro_config("model.stem=banana")
+    with pytest.raises(ConfigError, match="model.stem=imagenet needs model.encoder=resnet18"):
+        micro_config("model.stem=imagenet")
+    config = micro_config("model.encoder=resnet18", "model.stem=imagenet", "pretrain.epochs=1")
+    cifar = micro_config("model.encoder=resnet18", "pretrain.epochs=1")
+    assert plan_units(config)[0].key != plan_units(cifar)[0].key
+    assert plan_units(micro_config())[0].key == plan_units(micro_config("model.stem=cifar"))[0].key
+    out = run_single_stage(config, "pretrain", tmp_path / "pre", method="simclr")
+    assert read_json(out / "encoder.json")["architecture"]["stem"] == "imagenet"
