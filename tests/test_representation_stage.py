@@ -2,6 +2,7 @@
 uniformity per encoder in the micro study and its report; any encoder through `contrastlab analyze all`."""
 
 import csv
+import hashlib
 import json
 import re
 
@@ -12,10 +13,9 @@ import torch
 from contrastlab.config_checks import load_config
 from contrastlab.config_checks import trajectory_epochs
 from contrastlab.errors import ConfigError
-from contrastlab.models import build_encoder
 from contrastlab.study.plan import plan_units
 from helpers import MICRO_STUDY, copy_of_shared_study, run_cli
-from test_foreign import solo_learn_checkpoint
+from toolkit_models import TorchvisionResNet18, randomize, solo_learn_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -192,8 +192,7 @@ MICRO_ANY = [s for s in MICRO_STUDY if not s.startswith(("model.", "data.tasks")
 
 
 def test_solo_learn_checkpoint_through_the_cli(monkeypatch, capsys, tmp_path):
-    torch.manual_seed(0)
-    source = build_encoder("resnet18", width=4).eval()
+    source = randomize(TorchvisionResNet18(width=4, cifar_padding=2, num_classes=None), seed=0)
     checkpoint = tmp_path / "solo-simclr.ckpt"
     torch.save(solo_learn_checkpoint(source), checkpoint)
     out = tmp_path / "any"
@@ -205,7 +204,8 @@ def test_solo_learn_checkpoint_through_the_cli(monkeypatch, capsys, tmp_path):
     for kind in ("finetune", "analysis/landscape", "analysis/sharpness", "analysis/robustness"):
         manifest = json.loads((out / f"{kind}/solo-learn/task-0-1-2/done.json").read_text())
         assert manifest["method"] == "solo-learn"
-        assert manifest["encoder"] == {"source": "solo-learn", "path": str(checkpoint.resolve()), "format": "lightning"}
+        assert manifest["encoder"] == {"source": "solo-learn", "path": str(checkpoint.resolve()), "format": "lightning",
+                                       "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()}
     assert (out / "analysis/geometry/task-3-4-5/progress.csv").exists()
     accuracy = rows_of(out / "report/tables/accuracy.csv")
     assert {(r["method"], r["task"]) for r in accuracy} == {("solo-learn", "task-0-1-2"), ("solo-learn", "task-3-4-5")}
@@ -226,14 +226,16 @@ def tiny_module_encoder() -> torch.nn.Module:
 
 def test_module_function_encoder_through_the_cli(monkeypatch, capsys, tmp_path):
     out = tmp_path / "module"
-    # FGSM in normalized space (the quick preset compares it) needs Normalize buffers, which this encoder lacks
-    extra = ["analysis.landscape.enabled=false", "analysis.sharpness.enabled=false", "analysis.robustness.compare_spaces=false"]
+    # FGSM in normalized space (the quick preset compares it) runs too: the encoder is normalized with the data's statistics
+    extra = ["analysis.landscape.enabled=false", "analysis.sharpness.enabled=false"]
     sets = [a for s in MICRO_ANY + extra for a in ("--set", s)]
     code, _, err = run_cli(monkeypatch, capsys, "analyze", "all", "--encoder", "test_representation_stage:tiny_module_encoder",
                            "--task", "0,1,2", "--out", out, "--no-progress", *sets)
     assert code == 0, err
     manifest = json.loads((out / "analysis/robustness/module/task-0-1-2/done.json").read_text())
-    assert manifest["encoder"] == {"source": "module", "path": "test_representation_stage:tiny_module_encoder", "format": "module"}
+    assert manifest["encoder"] == {"source": "module", "path": "test_representation_stage:tiny_module_encoder", "format": "module",
+                                   "sha256": None}
+    assert (out / "analysis/robustness/module/task-0-1-2/fgsm_normalized.csv").exists()
     assert rows_of(out / "report/tables/accuracy.csv")[0]["method"] == "module"
 
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from . import __version__
 from .errors import CheckpointError, CorruptFileError
-from .models import build_encoder
+from .models import build_encoder, stem_of, stem_options
 from .utils.io import first_line, read_json_object, write_with_sidecar
 
 log = logging.getLogger(__name__)
@@ -96,12 +96,14 @@ def read_checkpoint(path: str | Path, check_finite: bool = True) -> tuple[dict[s
 
 
 def describe_architecture(arch: dict[str, Any]) -> str:
-    return f"{arch.get('encoder')} (width {arch.get('width')}, {arch.get('in_channels')} input channels)"
+    stem = stem_of(arch)
+    what = "" if stem == stem_of({}) else f", {stem['stem']} stem" + (f" padding {stem['stem_padding']}" if stem["stem_padding"] != 1 else "")
+    return f"{arch.get('encoder')} (width {arch.get('width')}, {arch.get('in_channels')} input channels{what})"
 
 
 def check_architecture(found: dict[str, Any], expected: dict[str, Any], path: str | Path) -> None:
     keys = ("encoder", "width", "in_channels")
-    if any(found.get(k) != expected.get(k) for k in keys):
+    if any(found.get(k) != expected.get(k) for k in keys) or stem_of(found) != stem_of(expected):
         raise CheckpointError(
             f"checkpoint {path} holds a {describe_architecture(found)} encoder, "
             f"but the model is a {describe_architecture(expected)}; use a checkpoint of the same architecture"
@@ -121,7 +123,8 @@ def encoder_from_checkpoint(path: str | Path, expected_architecture: dict[str, A
     if expected_architecture is not None:
         check_architecture(arch, expected_architecture, path)
     norm = meta.get("normalization", {})
-    encoder = build_encoder(arch["encoder"], width=arch["width"], in_channels=arch["in_channels"], mean=norm.get("mean"), std=norm.get("std"))
+    encoder = build_encoder(arch["encoder"], width=arch["width"], in_channels=arch["in_channels"], mean=norm.get("mean"), std=norm.get("std"),
+                            **stem_options(arch))
     load_state(encoder, subset(tensors, "encoder"), path, arch)
     return encoder, meta
 

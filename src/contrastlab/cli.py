@@ -139,7 +139,8 @@ def _with_task(overrides: list[str], classes: list[int]) -> list[str]:
 
 @app.command()
 def finetune(
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="encoder checkpoint (.safetensors) from pretrain"),
+    checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="encoder: a checkpoint from pretrain, a solo-learn / lightly / "
+                                   "torchvision ResNet-18 checkpoint, or package.module:function (docs/encoders.md)"),
     task: str = typer.Option(..., "--task", "-t", help="downstream classes, e.g. 95,96,97,98,99"),
     out: Path = typer.Option(..., "--out", "-o"),
     preset: str = typer.Option("quick", "--preset", "-p", help=PRESET_HELP),
@@ -148,14 +149,15 @@ def finetune(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Fit a linear probe (or, with --set finetune.mode=full, fine-tune everything) on one task."""
-    from .checkpoint import read_checkpoint
     from .rundir import RESULT
+    from .study.any_encoder import encoder_label
     from .utils.io import read_json
 
     classes = _parse_classes(task)
     config = load_config(preset, _with_task(list(set_), classes))
-    _, meta = read_checkpoint(_existing_file(checkpoint, "encoder checkpoint"))
-    _run_single(config, "finetune", out, method=meta.get("method"), seed=seed, task=0, inputs={"encoder": checkpoint}, progress=progress)
+    # a contrastlab checkpoint's method, else the toolkit it came from; any problem is one line naming the file or function
+    method = encoder_label(checkpoint)
+    _run_single(config, "finetune", out, method=method, seed=seed, task=0, progress=progress, inputs={"encoder": Path(checkpoint).expanduser()})
     result = read_json(out / RESULT)
     _say(f"val accuracy {result['val_accuracy']:.4f}, k-NN accuracy {result['knn_accuracy']:.4f}; results in {out}")
 
@@ -240,6 +242,10 @@ def analyze_all(
     preset: str = typer.Option("quick", "--preset", "-p", help=PRESET_HELP),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
     seed: int = typer.Option(0, "--seed", help="seed of the probe"),
+    mean: Optional[str] = typer.Option(None, "--mean", help="the input normalization the encoder was trained with, one value per "
+                                       "channel, e.g. 0.4914,0.4822,0.4465 (default: its own for a contrastlab checkpoint, else "
+                                       "the statistics of each task's training split)"),
+    std: Optional[str] = typer.Option(None, "--std", help="with --mean: e.g. 0.247,0.243,0.261"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """The probe and every analysis (landscape, sharpness, robustness, progress/InPCA) of one encoder from anywhere,
@@ -252,12 +258,28 @@ def analyze_all(
     overrides = list(set_) + ["data.tasks=[" + ",".join(f"[{','.join(map(str, c))}]" for c in tasks) + "]"]
     if is_contrastlab_checkpoint(encoder_spec(encoder)):  # the model settings the checkpoint was trained with
         arch = read_json(Path(encoder).with_suffix(".json")).get("architecture") or {}
-        overrides += [f"model.{k}={arch[k]}" for k in ("encoder", "width") if arch.get(k) is not None]
+        overrides += [f"model.{k}={arch[k]}" for k in ("encoder", "width", "stem") if arch.get(k) is not None]
     config = load_config(preset, overrides)
-    analyze_encoder(config, encoder, out, seed=seed, progress=progress)
+    normalization = _parse_normalization(mean, std)
+    analyze_encoder(config, encoder, out, seed=seed, progress=progress, normalization=normalization)
     from .report.build import build_report
 
     _say(f"report: {build_report(out)}")
+
+
+def _parse_normalization(mean: str | None, std: str | None) -> tuple[list[float], list[float]] | None:
+    """--mean/--std as two lists of floats (None when neither is given)."""
+    if mean is None and std is None:
+        return None
+    if mean is None or std is None:
+        raise ContrastlabError("give --mean and --std together (the normalization the encoder was trained with)")
+    try:
+        values = [[float(v) for v in text.split(",") if v.strip()] for text in (mean, std)]
+    except ValueError:
+        raise ContrastlabError(f"--mean/--std must be comma-separated numbers like 0.4914,0.4822,0.4465, got '{mean}' / '{std}'") from None
+    if len(values[0]) != len(values[1]) or not values[0] or min(values[1]) <= 0:
+        raise ContrastlabError(f"--mean and --std need one value per channel each, std > 0; got '{mean}' / '{std}'")
+    return values[0], values[1]
 
 
 @app.command()

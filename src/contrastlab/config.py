@@ -51,6 +51,8 @@ class DataConfig:
 class ModelConfig:
     encoder: str = "resnet18"
     width: int = 64
+    # resnet18's stem: "cifar" (3x3 stride 1, no max-pool) or "imagenet" (7x7 stride 2 + 3x3/2 max-pool, torchvision's)
+    stem: str = "cifar"
     projection_dim: int = 128
 
 
@@ -295,7 +297,9 @@ class LogConfig:
 @dataclass
 class StudyConfig:
     name: str = "paper"
-    methods: List[str] = field(default_factory=lambda: ["simclr", "supcon", "supce"])
+    # Built-in method names, or encoders trained elsewhere as mappings {name, family, checkpoints, mean, std}
+    # (study/external.py; README "Compare your own checkpoints").
+    methods: List[Any] = field(default_factory=lambda: ["simclr", "supcon", "supce"])
     seeds: List[int] = field(default_factory=lambda: [0, 10, 20, 30])
     random_init_baseline: bool = True  # probe a random encoder of the same architecture too
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...

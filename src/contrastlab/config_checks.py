@@ -10,12 +10,15 @@ file plus overrides, checked) and :func:`check_config` (a config read by
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Optional
 
 from .config import METHOD_SECTIONS, StudyConfig, read_config
 from .errors import ConfigError
+from .families import BUILTIN_FAMILIES, FAMILIES, entry_name, family_of
 
 PRECISIONS = ("auto", "fp32", "bf16")
+STEMS = ("cifar", "imagenet")  # models.STEMS, without importing torch here
 LANDSCAPE_PARAMS = ("all", "probe")
 GRAYSCALE_DATASETS = ("fashion-mnist", "digits")  # every other registered dataset has 3 channels
 
@@ -51,8 +54,20 @@ def load_config(preset: str = "quick", overrides: list[str] | None = None) -> St
 def check_config(config: StudyConfig) -> StudyConfig:
     """Resolve a task spec into class lists and run every check of this module; returns ``config``."""
     resolve_tasks_in(config)
+    resolve_checkpoints_in(config)
     validate(config)
     return config
+
+
+def resolve_checkpoints_in(config: StudyConfig) -> None:
+    """Make the checkpoint paths of external ``methods`` entries absolute (relative to the current
+    directory), in place: the run directory's config.yaml then names the files whatever the directory it resumes from."""
+    from .study.external import resolve_path
+
+    for entry in config.methods:
+        checkpoints = entry.get("checkpoints") if isinstance(entry, dict) else None
+        if isinstance(checkpoints, list) and all(isinstance(c, str) and c for c in checkpoints):
+            entry["checkpoints"] = [resolve_path(c) for c in checkpoints]
 
 
 def resolve_tasks_in(config: StudyConfig) -> None:
@@ -110,6 +125,8 @@ def validate(config: StudyConfig) -> None:
 
     m = config.model
     _at_least("model.width", m.width, 1)
+    _one_of("model.stem", m.stem, STEMS)
+    _check(m.stem == "cifar" or m.encoder == "resnet18", f"model.stem={m.stem} needs model.encoder=resnet18, got '{m.encoder}'")
     _at_least("model.projection_dim", m.projection_dim, 1)
 
     p = config.pretrain
@@ -193,19 +210,59 @@ def validate(config: StudyConfig) -> None:
 
     _one_of("launcher.kind", config.launcher.kind, ("sequential", "local", "slurm"))
     _at_least("launcher.jobs", config.launcher.jobs, 1)
+    if any(isinstance(e, Mapping) for e in config.methods):  # last: reads every external checkpoint once
+        from .study.encoders import check_external_checkpoints
+
+        d = config.data
+        check_external_checkpoints(config, d.channels if d.channels is not None else dataset_channels(d.downstream))
+
+
+def check_external_entry(entry: Mapping, config: StudyConfig) -> None:
+    """The shape of one external entry of ``methods`` (its files are checked by study/encoders.py)."""
+    from .study.external import ENTRY_KEYS
+
+    name = entry.get("name")
+    _check(isinstance(name, str) and bool(name.strip()), f"a methods entry given as a mapping needs a 'name', got {dict(entry)}")
+    unknown = sorted(set(entry) - set(ENTRY_KEYS))
+    _check(not unknown, f"methods entry '{name}': unknown key '{unknown[0] if unknown else ''}'; valid: {', '.join(ENTRY_KEYS)}")
+    _check(name not in BUILTIN_FAMILIES, f"methods entry '{name}': the name of a built-in method; give the external encoder another name")
+    _check("family" in entry, f"methods entry '{name}' needs a family: one of {', '.join(FAMILIES)}")
+    family_of(entry)
+    checkpoints = entry.get("checkpoints")
+    _check(isinstance(checkpoints, list) and bool(checkpoints) and all(isinstance(c, str) and c for c in checkpoints),
+           f"methods entry '{name}': checkpoints must be a list of files (one per seed, or one for every seed), got {checkpoints!r}")
+    _check(len(checkpoints) in (1, len(config.seeds)),
+           f"methods entry '{name}' has {len(checkpoints)} checkpoints for {len(config.seeds)} seeds {list(config.seeds)}; "
+           "give one per seed, in the order of seeds, or exactly one for every seed")
+    _check(("mean" in entry) == ("std" in entry), f"methods entry '{name}': give both mean and std, or neither")
+    channels = config.data.channels if config.data.channels is not None else dataset_channels(config.data.downstream)
+    for key in ("mean", "std"):
+        values = entry.get(key)
+        if values is not None:
+            _check(isinstance(values, list) and len(values) == channels and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values),
+                   f"methods entry '{name}': {key} must be {channels} numbers (one per channel of {config.data.downstream}), got {values!r}")
+    _check(all(v > 0 for v in entry.get("std") or [1]), f"methods entry '{name}': std must be > 0, got {entry.get('std')}")
+    padding = entry.get("stem_padding")
+    _check(padding is None or (isinstance(padding, int) and padding >= 0), f"methods entry '{name}': stem_padding must be an integer >= 0, got {padding!r}")
 
 
 def check_methods(config: StudyConfig) -> None:
-    """The methods exist, each has a learning rate (and a temperature where it uses one), and the
-    settings of each method with a section of its own are in range."""
+    """The methods exist (built-in names, or external entries of the right shape), each built-in one has a
+    learning rate (and a temperature where it uses one), and the settings of each method with a section of
+    its own are in range."""
     from .train.methods import METHODS
 
     valid = ", ".join(sorted(METHODS))
     _check(bool(config.methods), "methods is empty; give at least one of " + valid)
-    _check(len(set(config.methods)) == len(config.methods), f"methods repeats a method: {list(config.methods)}")
+    for entry in config.methods:
+        if isinstance(entry, Mapping):
+            check_external_entry(entry, config)
+    names = [entry_name(e) for e in config.methods]
+    _check(len(set(names)) == len(names), f"methods repeats a method: {names}")
     p = config.pretrain
-    for method in config.methods:
-        _check(method in METHODS, f"unknown method '{method}' in methods; valid: {valid}")
+    for method in (e for e in config.methods if not isinstance(e, Mapping)):
+        _check(isinstance(method, str) and method in METHODS,
+               f"unknown method '{method}' in methods; valid: {valid} (or a mapping with name, family, checkpoints)")
         _check(method in p.lr, f"pretrain.lr has no learning rate for method '{method}'")
         _positive_finite(f"pretrain.lr.{method}", p.lr[method])
         if METHODS[method].uses_temperature:

@@ -63,15 +63,37 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class ResNet(nn.Module):
-    """CIFAR ResNet: 3x3 stride-1 stem, no max-pool, four stages, global average pool."""
+STEMS = ("cifar", "imagenet")
 
-    def __init__(self, blocks: Sequence[int], width: int, in_channels: int, mean, std):
+
+def resnet_stem(in_channels: int, width: int, stem: str = "cifar", padding: int = 1, relu: bool = True) -> nn.Sequential:
+    """The stem: conv, BN, ReLU (Identity when ``relu`` is False), and a max-pool for the ImageNet stem.
+
+    "cifar": 3x3 stride-1 conv with ``padding`` (1; solo-learn's CIFAR stem has 2), no max-pool.
+    "imagenet": torchvision's 7x7 stride-2 pad-3 conv and 3x3 stride-2 pad-1 max-pool (``padding`` unused).
+    Parameters live in children 0 (conv) and 1 (BN) in every variant: the state dict's keys are the same.
+    """
+    activation: nn.Module = nn.ReLU(inplace=True) if relu else nn.Identity()
+    if stem == "imagenet":
+        return nn.Sequential(nn.Conv2d(in_channels, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), activation,
+                             nn.MaxPool2d(3, 2, 1))
+    if stem != "cifar":
+        raise ValueError(f"stem must be one of {', '.join(STEMS)}, got '{stem}'")
+    return nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, padding, bias=False), nn.BatchNorm2d(width), activation)
+
+
+class ResNet(nn.Module):
+    """ResNet with BasicBlocks: a stem (CIFAR: 3x3 stride 1, no max-pool; or ImageNet), four stages, global average pool."""
+
+    def __init__(self, blocks: Sequence[int], width: int, in_channels: int, mean, std, stem: str = "cifar",
+                 stem_padding: int = 1, stem_relu: bool = True):
         super().__init__()
         self.normalize = Normalize(mean, std, in_channels)
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
-        )
+        self.stem = resnet_stem(in_channels, width, stem, stem_padding, stem_relu)
+        # Only what differs from the default CIFAR stem is recorded: older checkpoints describe the default.
+        self.stem_architecture = {k: v for k, v, default in (("stem", stem, "cifar"), ("stem_padding", stem_padding, 1),
+                                                              ("stem_relu", stem_relu, True))
+                                  if v != default and not (k == "stem_padding" and stem == "imagenet")}
         stages, in_planes = [], width
         for i, (n_blocks, stride) in enumerate(zip(blocks, (1, 2, 2, 2))):
             planes = width * 2**i
@@ -89,9 +111,10 @@ class ResNet(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
 
-def resnet18(width: int = 64, mean=None, std=None, in_channels: int = 3) -> ResNet:
-    """CIFAR ResNet-18; 512-d features and 11,168,832 parameters at width 64."""
-    return ResNet([2, 2, 2, 2], width, in_channels, mean, std)
+def resnet18(width: int = 64, mean=None, std=None, in_channels: int = 3, stem: str = "cifar", stem_padding: int = 1,
+             stem_relu: bool = True) -> ResNet:
+    """ResNet-18; 512-d features and 11,168,832 parameters at width 64 (CIFAR stem; the ImageNet stem's 7x7 conv adds 6,272)."""
+    return ResNet([2, 2, 2, 2], width, in_channels, mean, std, stem, stem_padding, stem_relu)
 
 
 class TinyCNN(nn.Module):
@@ -161,6 +184,22 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
-def architecture(encoder_name: str, width: int, in_channels: int, feature_dim: int) -> dict:
-    """The description stored with every checkpoint, compared on load."""
-    return {"encoder": encoder_name, "width": int(width), "in_channels": int(in_channels), "feature_dim": int(feature_dim)}
+def architecture(encoder_name: str, width: int, in_channels: int, feature_dim: int, stem: dict | None = None) -> dict:
+    """The description stored with every checkpoint, compared on load. ``stem``: a ResNet's
+    ``stem_architecture`` (what differs from the CIFAR stem: "stem", "stem_padding", "stem_relu")."""
+    return {"encoder": encoder_name, "width": int(width), "in_channels": int(in_channels), "feature_dim": int(feature_dim), **(stem or {})}
+
+
+STEM_KEYS = ("stem", "stem_padding", "stem_relu")
+STEM_DEFAULTS = {"stem": "cifar", "stem_padding": 1, "stem_relu": True}
+
+
+def stem_options(arch: dict) -> dict:
+    """The ``build_encoder`` keyword arguments of an architecture's stem: only what differs from the
+    default CIFAR stem (none for it, so encoders without stem options build as before)."""
+    return {k: arch[k] for k in STEM_KEYS if k in arch and arch[k] != STEM_DEFAULTS[k]}
+
+
+def stem_of(arch: dict) -> dict:
+    """An architecture's stem with the defaults filled in, for comparing two architectures."""
+    return {k: arch.get(k, STEM_DEFAULTS[k]) for k in STEM_KEYS}

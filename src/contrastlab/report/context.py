@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from .. import rundir
 from . import html as h
 from ..config import PAPER_TASKS, ReportConfig
+from ..families import entry_name
 from .figure_writer import FigureWriter
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def _of_this_study(unit: rundir.UnitRecord, config: dict) -> bool:
     another configuration, units of the old one stay on disk (nothing finished is deleted) but are
     not this study's results. Without a study config every unit counts."""
     tasks = {rundir.task_name(c) for c in (config.get("data") or {}).get("tasks") or []}
-    methods = set(config.get("methods") or ()) | {"random"}
+    methods = {entry_name(e) for e in config.get("methods") or ()} | {"random"}
     seeds = set(config.get("seeds") or ())
     return ((not tasks or unit.task is None or unit.task in tasks)
             and (len(methods) == 1 or unit.method is None or unit.method in methods)
@@ -108,7 +109,7 @@ def load_run(run_dir: str | Path) -> RunInfo:
         if _of_this_study(unit, config):
             units.setdefault(unit.kind, []).append(unit)
     present = [u for kind in units.values() for u in kind]
-    methods = order_methods({u.method for u in present if u.method}, config.get("methods") or ())
+    methods = order_methods({u.method for u in present if u.method}, [entry_name(e) for e in config.get("methods") or ()])
     tasks = order_tasks({u.task for u in present if u.task}, config.get("data", {}).get("tasks"))
     seeds = sorted({int(u.seed) for u in present if u.seed is not None} | set(config.get("seeds") or ()))
     return RunInfo(run_dir, study, config, units, methods, tasks, seeds, report_settings(config))

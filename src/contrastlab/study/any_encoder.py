@@ -10,11 +10,14 @@ runs the study's own stages into the run directory's layout, without a method or
 
 ``<label>`` is a contrastlab checkpoint's method, else the encoder's source ("solo-learn", "lightly",
 "torchvision", "module"): the name the report gives it. Each unit's manifest also says where the
-encoder came from (``"encoder": {source, path, format}``). Finished units are skipped on a rerun.
+encoder came from (``"encoder": {source, path, format, sha256}``). Finished units are skipped on a rerun.
+``--mean/--std`` give the normalization the encoder was trained with; without them a contrastlab
+checkpoint keeps its own and any other encoder gets each task's training split's statistics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from ..config import StudyConfig, config_hash, to_dict
 from .. import rundir
 from ..rundir import PER_RUN_KINDS, RunLock, unit_file, unit_id
 from .context import unit_context
-from .plan import SECTIONS, Unit
+from .plan import SECTIONS, Unit, model_settings
 from .units import is_done, prepare_unit_folder, run_stage
 
 log = logging.getLogger(__name__)
@@ -41,12 +44,28 @@ def encoder_label(spec: str) -> str:
     return str(load_foreign_encoder(spec)[1]["source"])  # reads the file once; errors are one line
 
 
+def with_normalization(config: StudyConfig, spec: str, label: str, normalization: tuple[list[float], list[float]] | None) -> StudyConfig:
+    """``config`` whose methods name the encoder as an external entry with the normalization it was trained
+    with (what the stages read, study/external.py); ``config`` itself when none is given."""
+    if normalization is None:
+        return config
+    mean, std = normalization
+    return dataclasses.replace(config, methods=[{"name": label, "checkpoints": [spec], "mean": list(mean), "std": list(std)}])
+
+
 def encoder_units(config: StudyConfig, spec: str, seed: int = 0, label: str | None = None) -> list[Unit]:
     """The units of ``spec`` on every task of ``config``, each after the units it reads; ``label``
-    (default: :func:`encoder_label`) is their method, the encoder's name in every table."""
+    (default: :func:`encoder_label`) is their method, the encoder's name in every table. The keys hold
+    the file's sha256 (a changed file is analyzed again) and any normalization given (:func:`with_normalization`)."""
+    from .external import external_methods, file_sha256
+
     label = label or encoder_label(spec)
     execution = {"device": config.device, "precision": config.precision}
-    base = {"encoder": spec, "data": to_dict(config.data), "model": to_dict(config.model), "seed": seed, "execution": execution}
+    base = {"encoder": spec, "data": to_dict(config.data), "model": model_settings(config), "seed": seed, "execution": execution,
+            "sha256": file_sha256(spec)}
+    given = external_methods(config).get(label)
+    if given is not None:  # absent otherwise: keys of earlier runs stay valid
+        base["normalization"] = {"mean": given.mean, "std": given.std}
     units: list[Unit] = []
     for t, classes in enumerate(config.data.tasks):
         fine = Unit("finetune", unit_id("finetune", label, classes=classes),
@@ -66,14 +85,19 @@ def encoder_units(config: StudyConfig, spec: str, seed: int = 0, label: str | No
     return units
 
 
-def analyze_encoder(config: StudyConfig, spec: str | Path, out: str | Path, *, seed: int = 0, progress: bool = False) -> list[Unit]:
-    """Run (or resume) every unit of :func:`encoder_units` into ``out``; return the units run."""
+def analyze_encoder(config: StudyConfig, spec: str | Path, out: str | Path, *, seed: int = 0, progress: bool = False,
+                    normalization: tuple[list[float], list[float]] | None = None) -> list[Unit]:
+    """Run (or resume) every unit of :func:`encoder_units` into ``out``; return the units run.
+    ``normalization``: (mean, std) the encoder was trained with (None: a contrastlab checkpoint's own,
+    else each task's training split's statistics)."""
     out = Path(out)
     path = Path(spec).expanduser()
     spec = str(path.resolve()) if path.exists() else str(spec)  # a file by its absolute path; module:function as given
+    label = encoder_label(spec)
+    config = with_normalization(config, spec, label, normalization)
     ran = []
     with RunLock(out):
-        for unit in encoder_units(config, spec, seed):
+        for unit in encoder_units(config, spec, seed, label):
             if is_done(unit, out):
                 continue
             folder = prepare_unit_folder(unit, out)

@@ -11,7 +11,7 @@ import torch
 from ..checkpoint import load_state, read_checkpoint, subset
 from ..config import DataConfig, ModelConfig
 from ..data import ImageSet, load_dataset, make_task
-from ..models import architecture, build_encoder, classifier, linear_classifier
+from ..models import architecture, build_encoder, classifier, linear_classifier, stem_options
 from ..models.normalization import has_normalization, set_input_normalization
 from ..train.finetune import to_tensor
 from .encoders import load_encoder
@@ -36,8 +36,8 @@ def task_sets(d: DataConfig, classes: list[int]) -> tuple[ImageSet, ImageSet]:
 
 
 def expected_architecture(m: ModelConfig, in_channels: int) -> dict:
-    probe = build_encoder(m.encoder, width=m.width, in_channels=in_channels)
-    return architecture(m.encoder, m.width, in_channels, probe.feature_dim)
+    probe = build_encoder(m.encoder, width=m.width, in_channels=in_channels, **stem_options({"stem": m.stem}))
+    return architecture(m.encoder, m.width, in_channels, probe.feature_dim, getattr(probe, "stem_architecture", None))
 
 
 def balanced_subset(labels: np.ndarray, n: int | None) -> np.ndarray:
@@ -63,8 +63,9 @@ def load_classifier(encoder_path: Path, probe_path: Path, device: torch.device) 
     # An analysis sees the inputs the probe was trained on: the normalization its sidecar records
     # (finetune.normalization=downstream replaces the encoder's own).
     norm = meta.get("normalization") or {}
+    arch = meta.get("architecture") or {}
     encoder, _ = load_encoder(encoder_path, meta.get("architecture"), mean=norm.get("mean"), std=norm.get("std"),
-                              in_channels=len(norm.get("mean") or [0, 0, 0]))
+                              in_channels=len(norm.get("mean") or [0, 0, 0]), stem_padding=arch.get("stem_padding"))
     if any(k.startswith("encoder.") for k in tensors):  # full fine-tuning also trained the encoder
         load_state(encoder, subset(tensors, "encoder"), probe_path, meta.get("architecture"))
     if norm.get("mean") and norm.get("std") and has_normalization(encoder):

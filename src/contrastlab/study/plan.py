@@ -13,7 +13,9 @@ from pathlib import Path
 
 from .. import rundir
 from ..config import METHOD_SECTIONS, StudyConfig, config_hash, to_dict
+from ..families import entry_name
 from ..rundir import PER_RUN_KINDS, unit_file, unit_id
+from .external import external_methods, file_sha256
 
 RANDOM = "random"  # the random-init baseline, probed like a method
 
@@ -51,8 +53,31 @@ class Unit:
 
 
 def study_methods(config: StudyConfig) -> list[str]:
-    """The pretraining methods plus the random-init baseline when enabled."""
-    return list(config.methods) + ([RANDOM] if config.random_init_baseline else [])
+    """The names of the study's methods (built-in and external, families.entry_name) plus the random-init baseline when enabled."""
+    return [entry_name(e) for e in config.methods] + ([RANDOM] if config.random_init_baseline else [])
+
+
+def encoder_sources(config: StudyConfig) -> list[tuple[str, int, str | None]]:
+    """Every encoder of the study in plan order: (method, seed, the external checkpoint or None when
+    the study pretrains it, as the pretraining unit's ``rundir.ENCODER``)."""
+    external = external_methods(config)
+    return [(method, seed, external[method].checkpoint(i) if method in external else None)
+            for method in study_methods(config) for i, seed in enumerate(config.seeds)]
+
+
+def model_settings(config: StudyConfig) -> dict:
+    """``config.model`` as unit keys hold it: without the stem when it is the default CIFAR one (older keys stay valid)."""
+    model = to_dict(config.model)
+    if model.get("stem") == "cifar":
+        model.pop("stem")
+    return model
+
+
+def external_key(config: StudyConfig, method: str, checkpoint: str) -> dict:
+    """What an external encoder's results depend on: the file's content (sha256; a module:function by its
+    name) and how it is loaded."""
+    ext = external_methods(config)[method]
+    return {"checkpoint": file_sha256(checkpoint) or checkpoint, "mean": ext.mean, "std": ext.std, "stem_padding": ext.stem_padding}
 
 
 def shared_pretrain_settings(config: StudyConfig) -> dict:
@@ -79,41 +104,33 @@ def plan_units(config: StudyConfig) -> list[Unit]:
     data = to_dict(config.data)
     pretrain_data = {k: data[k] for k in ("pretrain", "image_size", "channels", "pretrain_per_class", "seed")}
     downstream_data = {k: data[k] for k in ("downstream", "image_size", "channels", "downstream_train_per_class", "downstream_test_per_class", "seed")}
-    model = to_dict(config.model)
+    model = model_settings(config)
     # Where and how units compute changes their numbers (bf16, TF32, CUDA kernels): part of every key.
     execution = {"device": config.device, "precision": config.precision}
     units: list[Unit] = []
     finetune_keys: dict[int, list[str]] = {i: [] for i in range(len(config.data.tasks))}
     finetune_ids: dict[int, list[str]] = {i: [] for i in range(len(config.data.tasks))}
-    for method in study_methods(config):
-        for seed in config.seeds:
-            if method == RANDOM:
-                spec = {"data": pretrain_data, "model": model, "seed": seed, "method": method}
-                if config.pretrain.normalization != "dataset":  # its encoder's statistics (absent by default: keys stay stable)
-                    spec["normalization"] = config.pretrain.normalization
-            else:
-                spec = {"data": pretrain_data, "model": model, "pretrain": shared_pretrain_settings(config), "lr": config.pretrain.lr[method],
-                        "method": method, "seed": seed, "execution": execution}
-                spec.update(own_pretrain_settings(config, method))
-            pre = Unit("pretrain", unit_id("pretrain", method, seed), config_hash(spec), method, seed)
-            encoder = ("encoder", unit_file(pre.id, rundir.ENCODER))
+    for method, seed, external in encoder_sources(config):
+        if external is not None:  # trained elsewhere: no pretraining unit, its probes read the file itself
+            origin, encoder, after = {"external": external_key(config, method, external)}, ("encoder", external), ()
+        else:
+            pre = pretrain_unit(config, method, seed, pretrain_data, model, execution)
             units.append(pre)
-            for t, classes in enumerate(config.data.tasks):
-                fine_spec = {"pretrain": pre.key, "data": downstream_data, "finetune": to_dict(config.finetune), "classes": classes,
-                             "execution": execution}
-                fine = Unit("finetune", unit_id("finetune", method, seed, classes), config_hash(fine_spec), method, seed, t, (pre.id,),
-                            (encoder,))
-                units.append(fine)
-                finetune_keys[t].append(fine.key)
-                finetune_ids[t].append(fine.id)
-                if method == RANDOM:
-                    continue
-                for analysis in PER_RUN_KINDS:
-                    settings = getattr(config.analysis, analysis)
-                    if settings.enabled:
-                        key = config_hash({"finetune": fine.key, analysis: to_dict(settings), "execution": execution})
-                        units.append(Unit(analysis, unit_id(analysis, method, seed, classes), key, method, seed, t, (fine.id,),
-                                          (encoder, ("probe", unit_file(fine.id, rundir.PROBE)))))
+            origin, encoder, after = {"pretrain": pre.key}, ("encoder", unit_file(pre.id, rundir.ENCODER)), (pre.id,)
+        for t, classes in enumerate(config.data.tasks):
+            fine_spec = {**origin, "data": downstream_data, "finetune": to_dict(config.finetune), "classes": classes, "execution": execution}
+            fine = Unit("finetune", unit_id("finetune", method, seed, classes), config_hash(fine_spec), method, seed, t, after, (encoder,))
+            units.append(fine)
+            finetune_keys[t].append(fine.key)
+            finetune_ids[t].append(fine.id)
+            if method == RANDOM:
+                continue
+            for analysis in PER_RUN_KINDS:
+                settings = getattr(config.analysis, analysis)
+                if settings.enabled:
+                    key = config_hash({"finetune": fine.key, analysis: to_dict(settings), "execution": execution})
+                    units.append(Unit(analysis, unit_id(analysis, method, seed, classes), key, method, seed, t, (fine.id,),
+                                      (encoder, ("probe", unit_file(fine.id, rundir.PROBE)))))
     if config.analysis.geometry.enabled:
         for t, classes in enumerate(config.data.tasks):
             key = config_hash({"finetune": finetune_keys[t], "geometry": to_dict(config.analysis.geometry), "execution": execution})
@@ -123,11 +140,26 @@ def plan_units(config: StudyConfig) -> list[Unit]:
     return units
 
 
+def pretrain_unit(config: StudyConfig, method: str, seed: int, pretrain_data: dict, model: dict, execution: dict) -> Unit:
+    """The pretraining unit of a built-in method (or the random-init baseline) and seed."""
+    if method == RANDOM:
+        spec = {"data": pretrain_data, "model": model, "seed": seed, "method": method}
+        if config.pretrain.normalization != "dataset":  # its encoder's statistics (absent by default: keys stay stable)
+            spec["normalization"] = config.pretrain.normalization
+    else:
+        spec = {"data": pretrain_data, "model": model, "pretrain": shared_pretrain_settings(config), "lr": config.pretrain.lr[method],
+                "method": method, "seed": seed, "execution": execution}
+        spec.update(own_pretrain_settings(config, method))
+    return Unit("pretrain", unit_id("pretrain", method, seed), config_hash(spec), method, seed)
+
+
 def representation_units(config: StudyConfig, planned: list[Unit], pretrain_data: dict, downstream_data: dict,
                          execution: dict) -> list[Unit]:
     """Beyond the paper: probes along pretraining ("trajectory", per method, seed and task), CKA between
     every encoder of a task ("representation"), alignment / uniformity / rank per encoder ("alignment").
-    ``planned``: the pretrain and finetune units planned so far."""
+    ``planned``: the pretrain and finetune units planned so far. External methods (trained elsewhere) have
+    no pretraining checkpoints to probe and no record of the data and augmentations they were trained
+    with: no trajectory and no alignment units; CKA includes them."""
     from ..config_checks import trajectory_epochs
 
     a, p, units = config.analysis, config.pretrain, []
@@ -157,12 +189,18 @@ def representation_units(config: StudyConfig, planned: list[Unit], pretrain_data
             units.append(Unit("alignment", unit_id("alignment", pre.method, pre.seed), key, pre.method, pre.seed, deps=(pre.id,),
                               inputs=(("encoder", unit_file(pre.id, rundir.ENCODER)),)))
     if a.representation.enabled:
+        # every encoder of the study, external ones included (in encoder_sources' order, which the stage names them by)
+        by_origin = {(u.method, u.seed): u for u in pretrains}
+        sources = encoder_sources(config)
+        encoders = tuple(("encoder", path if path is not None else unit_file(by_origin[(m, s)].id, rundir.ENCODER)) for m, s, path in sources)
+        external = [external_key(config, m, path) for m, _, path in sources if path is not None]
         for t, classes in enumerate(config.data.tasks):
-            key = config_hash({"pretrain": [u.key for u in pretrains], "data": downstream_data, "classes": classes,
-                               "analysis_split": config.finetune.analysis_split, "representation": to_dict(a.representation),
-                               "execution": execution})
-            units.append(Unit("representation", unit_id("representation", classes=classes), key, task=t, deps=tuple(u.id for u in pretrains),
-                              inputs=tuple(("encoder", unit_file(u.id, rundir.ENCODER)) for u in pretrains)))
+            spec = {"pretrain": [u.key for u in pretrains], "data": downstream_data, "classes": classes,
+                    "analysis_split": config.finetune.analysis_split, "representation": to_dict(a.representation), "execution": execution}
+            if external:  # absent without external methods: keys of such studies stay as they were
+                spec["external"] = external
+            units.append(Unit("representation", unit_id("representation", classes=classes), config_hash(spec), task=t,
+                              deps=tuple(u.id for u in pretrains), inputs=encoders))
     return units
 
 
@@ -172,6 +210,6 @@ def single_unit(config: StudyConfig, kind: str, *, method: str | None = None, se
     its inputs are files given by the user, its key covers them and every setting of its stage."""
     inputs = inputs or {}
     spec = {"kind": kind, "method": method, "seed": seed, "settings": to_dict(SECTIONS[kind](config)), "data": to_dict(config.data),
-            "model": to_dict(config.model), "inputs": {role: str(path) for role, path in inputs.items()},
+            "model": model_settings(config), "inputs": {role: str(path) for role, path in inputs.items()},
             "execution": {"device": config.device, "precision": config.precision}}
     return Unit(kind, ".", config_hash(spec), method, seed, task, inputs=tuple(inputs.items()))

@@ -34,7 +34,7 @@ from ..config import ModelConfig, PretrainConfig, to_dict
 from ..config_checks import saved_checkpoint_epochs
 from ..data import ImageSet
 from ..errors import CheckpointError, NonFiniteError
-from ..models import architecture, build_encoder
+from ..models import architecture, build_encoder, stem_options
 from .methods import HeadSpec, StepBatch, get_method, projection_std
 from ..precision import autocast as precision_autocast
 from ..utils.io import first_line, write_csv
@@ -171,7 +171,8 @@ class Pretrainer:
         self.lr = p.lr[spec.method]
         torch.manual_seed(spec.seed)  # weight init
         channels = train_set.images.shape[-1]
-        self.net = build_encoder(m.encoder, width=m.width, mean=train_set.mean, std=train_set.std, in_channels=channels)
+        self.net = build_encoder(m.encoder, width=m.width, mean=train_set.mean, std=train_set.std, in_channels=channels,
+                                 **stem_options({"stem": m.stem}))
         head_spec = HeadSpec(self.net.feature_dim, train_set.num_classes, m.projection_dim, p, spec.method, spec.seed)
         self.head = self.method.build_head(head_spec)
         self.model = nn.Sequential(self.net, self.head)
@@ -202,7 +203,7 @@ class Pretrainer:
             settings["method_settings"] = to_dict(own)
         return {
             "stage": "pretrain", "method": spec.method, "family": self.method.family, "seed": spec.seed, "epochs": p.epochs,
-            "architecture": architecture(m.encoder, m.width, channels, self.net.feature_dim),
+            "architecture": architecture(m.encoder, m.width, channels, self.net.feature_dim, getattr(self.net, "stem_architecture", None)),
             "normalization": {"mean": list(train_set.mean), "std": list(train_set.std)},
             "dataset": train_set.name, "settings": settings,
             "generator_device": self.device.type,  # a CUDA generator's state cannot be restored into a CPU one
@@ -323,11 +324,12 @@ class Pretrainer:
             f"add pretrain.warmup_epochs, or use precision fp32 if it is bf16")
 
 
-def random_encoder(train_set: ImageSet, out_path: str | Path, *, seed: int, encoder: str, width: int, record: dict | None = None) -> Path:
+def random_encoder(train_set: ImageSet, out_path: str | Path, *, seed: int, encoder: str, width: int, record: dict | None = None,
+                   stem: str = "cifar") -> Path:
     """Save a randomly initialized encoder (the baseline every method is compared with)."""
     torch.manual_seed(seed)
     channels = train_set.images.shape[-1]
-    net = build_encoder(encoder, width=width, mean=train_set.mean, std=train_set.std, in_channels=channels)
+    net = build_encoder(encoder, width=width, mean=train_set.mean, std=train_set.std, in_channels=channels, **stem_options({"stem": stem}))
     meta = {
         "stage": "pretrain",
         "method": "random",
@@ -335,7 +337,7 @@ def random_encoder(train_set: ImageSet, out_path: str | Path, *, seed: int, enco
         "epoch": 0,
         "epochs": 0,
         "kind": "encoder",
-        "architecture": architecture(encoder, width, channels, net.feature_dim),
+        "architecture": architecture(encoder, width, channels, net.feature_dim, getattr(net, "stem_architecture", None)),
         "normalization": {"mean": list(train_set.mean), "std": list(train_set.std)},
         "dataset": train_set.name,
         "record": record or {},

@@ -16,7 +16,7 @@ from ...train.finetune import SAMPLE_ORDER, ProbeData, ProbeRun, ProbeTrainer, e
 from ...utils.io import save_array, write_csv, write_json
 from ..context import StageContext
 from ..curves import epoch_scalars
-from ..encoders import load_encoder
+from ..encoders import load_method_encoder
 from ..inputs import expected_architecture, task_sets
 
 
@@ -51,9 +51,9 @@ def run(ctx: StageContext) -> None:
     f, classes = ctx.settings, ctx.config.data.tasks[ctx.unit.task]
     task_train, task_val = task_sets(ctx.config.data, classes)
     checkpoint = ctx.input("encoder")
-    # A contrastlab checkpoint, or a foreign one (normalized like the downstream data, as it was never told otherwise).
-    encoder, meta = load_encoder(checkpoint, expected_architecture(ctx.config.model, task_train.images.shape[-1]), mean=task_train.mean,
-                                 std=task_train.std, in_channels=task_train.images.shape[-1], image_size=task_train.images.shape[1])
+    # A contrastlab checkpoint, or a foreign one: normalized with its external entry's mean/std, else like the downstream data.
+    encoder, meta = load_method_encoder(ctx.config, ctx.unit.method, checkpoint, task_train,
+                                        expected_architecture(ctx.config.model, task_train.images.shape[-1]))
     ctx.manifest["encoder"] = meta["encoder"]
     normalize_for_probe(encoder, f, task_train)
     normalization = input_normalization(encoder)
@@ -66,9 +66,13 @@ def run(ctx: StageContext) -> None:
         trainer = ProbeTrainer(f, seed=settings["seed"], precision=ctx.precision)
         run = trainer.run(encoder, task_probe_data(task_train, task_val, analysis_set), ctx.progress, on_epoch)
     knn = probe_knn(run, encoder, task_train, task_val, f.knn_k, ctx.device)
+    # The study's name and seed of the encoder: an external checkpoint's sidecar or loader names it otherwise
+    method = ctx.unit.method or meta.get("method")
+    own = meta.get("seed") is not None and meta.get("method") == method
+    pretrain_seed = meta["seed"] if own else ctx.unit.seed
 
     common = {
-        "stage": "finetune", "method": meta.get("method"), "pretrain_seed": meta.get("seed"), "seed": settings["seed"],
+        "stage": "finetune", "method": method, "pretrain_seed": pretrain_seed, "seed": settings["seed"],
         "mode": f.mode, "label": "linear probe (frozen encoder)" if f.mode == "linear" else "full fine-tuning (beyond the paper)",
         "task_classes": list(classes), "task_class_names": task_train.classes, "dataset": task_train.name,
         # The input normalization the probe was trained with (analyses of the probe use the same).

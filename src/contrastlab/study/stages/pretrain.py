@@ -29,7 +29,8 @@ def run(ctx: StageContext) -> None:
     data = normalized_set(pretrain_set(config.data), config.pretrain)
     m = config.model
     if unit.method == RANDOM:
-        random_encoder(data, ctx.folder / "encoder.safetensors", seed=unit.seed, encoder=m.encoder, width=m.width, record=ctx.record)
+        random_encoder(data, ctx.folder / "encoder.safetensors", seed=unit.seed, encoder=m.encoder, width=m.width, record=ctx.record,
+                       stem=m.stem)
         return
     with epoch_scalars(ctx, "pretrain") as on_epoch:  # TensorBoard scalars when log.tensorboard is on
         spec = RunSpec(unit.method, unit.seed, record=ctx.record, progress=ctx.progress, on_epoch=on_epoch)

@@ -12,8 +12,9 @@ from ...analysis.representation import cka_matrix, effective_rank
 from ...train.finetune import extract_features
 from ...utils.io import save_array, write_csv
 from ..context import StageContext
-from ..encoders import load_encoder
-from ..inputs import analysis_split
+from ..encoders import load_method_encoder
+from ..inputs import analysis_split, task_sets
+from ..plan import encoder_sources
 
 
 def encoder_name(meta: dict) -> str:
@@ -27,11 +28,17 @@ def run(ctx: StageContext) -> None:
     split = ctx.config.finetune.analysis_split
     images, labels = analysis_split(ctx.config.data, classes, split, s.samples)
     features, encoders = {}, []
-    for path in ctx.inputs.get("encoder", []):
-        encoder, meta = load_encoder(path)
-        name = encoder_name(meta)
+    paths, sources = ctx.inputs.get("encoder", []), encoder_sources(ctx.config)
+    if len(paths) != len(sources):
+        raise ValueError(f"unit {ctx.unit.id} reads {len(paths)} encoders, the study has {len(sources)}")
+    task_train = task_sets(ctx.config.data, classes)[0]  # the statistics a foreign encoder without mean/std is given
+    for path, (method, seed, _) in zip(paths, sources):
+        # named by the study (an external checkpoint's own sidecar or source would name it otherwise)
+        encoder, meta = load_method_encoder(ctx.config, method, path, task_train)
+        name = encoder_name({"method": method, "seed": seed})
         features[name] = extract_features(encoder.eval().to(ctx.device), images, device=ctx.device)
-        encoders.append({"name": name, "method": meta.get("method"), "seed": meta.get("seed"), "path": str(path)})
+        encoders.append({"name": name, "method": method, "seed": seed, "path": str(path), "source": meta["encoder"]})
+    ctx.manifest["encoders"] = [{"method": e["method"], "seed": e["seed"], **e["source"]} for e in encoders]
     names, matrix = cka_matrix(features, debiased=s.debiased)
     save_array(ctx.folder / "cka.npy", matrix, {
         **ctx.record, "kind": "cka", "names": names, "encoders": encoders, "task_classes": list(classes), "split": split,
