@@ -89,7 +89,37 @@ def plan_units(config: StudyConfig) -> list[Unit]:
             units.append(Unit("geometry", unit_id("geometry", classes=classes), key, task=t, deps=tuple(finetune_ids[t]),
                               inputs=tuple(("snapshots", f"{i}/snapshots.npy") for i in finetune_ids[t])))
     units += representation_units(config, units, pretrain_data, downstream_data, execution)
-    return units
+    position = {u.id: i for i, u in enumerate(units)}
+    return [with_input_deps(u, position) for u in units]
+
+
+def with_input_deps(unit: Unit, position: dict[str, int]) -> Unit:
+    """``unit`` depending on every unit whose files it reads (its ``inputs``) besides its own
+    ``deps``, in plan order (``position``: unit id -> index in the plan): an analysis waits for the
+    pretraining whose encoder it loads, not only for its probe's finetune unit."""
+    from dataclasses import replace
+
+    deps = set(unit.deps)
+    for _, path in unit.inputs:
+        parts = path.split("/")
+        owner = next(("/".join(parts[:k]) for k in range(len(parts) - 1, 0, -1) if "/".join(parts[:k]) in position), None)
+        if owner is not None and owner != unit.id:
+            deps.add(owner)
+    ordered = tuple(sorted(deps, key=lambda d: position.get(d, -1)))
+    return unit if ordered == unit.deps else replace(unit, deps=ordered)
+
+
+def count_units(config: StudyConfig) -> int:
+    """How many units :func:`plan_units` plans, counted without planning them (a study of very
+    many tasks is refused before its units are built)."""
+    a = config.analysis
+    methods = study_methods(config)
+    trained = len(config.methods)
+    seeds, tasks = len(config.seeds), len(config.data.tasks)
+    per_probe = sum(getattr(a, kind).enabled for kind in ANALYSES) + a.pretraining_trajectory.enabled
+    pretrains = len(methods) * seeds
+    return (pretrains * (1 + tasks) + trained * seeds * tasks * per_probe + tasks * a.geometry.enabled
+            + (pretrains + tasks) * a.representation.enabled)
 
 
 def representation_units(config: StudyConfig, planned: list[Unit], pretrain_data: dict, downstream_data: dict,
