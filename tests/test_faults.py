@@ -317,11 +317,12 @@ def test_killing_the_study_leaves_no_process_and_the_rerun_finishes(signum, tmp_
             time.sleep(0.05)
         assert len(_group_processes(study.pid)) >= 3  # the study, its fork server and its workers
         study.send_signal(signum)
-        _, err = study.communicate(timeout=30)
+        study.wait(timeout=30)
         deadline = time.time() + 5
         while _group_processes(study.pid) and time.time() < deadline:
             time.sleep(0.1)
         assert not _group_processes(study.pid), _group_processes(study.pid)
+        _, err = study.communicate(timeout=5)  # nothing holds its pipes any more
     finally:
         if study.poll() is None:
             os.killpg(study.pid, signal.SIGKILL)

@@ -160,7 +160,7 @@ class LocalPool(Backend):
     def stop(self) -> None:
         # Stop the workers now rather than let the pool wait for units that may run for hours.
         # Their partial work stays resumable.
-        log.warning("stopping %d running units; finished units are kept, run again to resume", len(self.running))
+        log.info("stopping %d running units; finished units are kept, run again to resume", len(self.running))  # the CLI says it in one line
         for process in list((getattr(self.pool, "_processes", None) or {}).values()):
             process.terminate()
         self.pool.shutdown(wait=False, cancel_futures=True)
