@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from contrastlab.errors import ConfigError
-from contrastlab.study.plan import encoder_sources, plan_units, study_methods
+from contrastlab.study.plan import count_units, encoder_sources, plan_units, study_methods
 from contrastlab.study.runner import run_study
 from contrastlab.utils.io import read_json
 from helpers import micro_config
@@ -76,6 +76,7 @@ def test_plan_of_an_external_method(tmp_path, toolkit_checkpoints):
     solo = toolkit_checkpoints / "byol-solo.ckpt"
     config = micro_config(methods("simclr", entry("byol-solo", solo)), "seeds=[0,1]")
     units = plan_units(config)
+    assert count_units(config) == len(units)  # the unit budget counts what the plan holds
     assert study_methods(config) == ["simclr", "byol-solo", "random"]
     assert [(m, s) for m, s, _ in encoder_sources(config)] == [(m, s) for m in ("simclr", "byol-solo", "random") for s in (0, 1)]
     ours = [u for u in units if u.method == "byol-solo"]

@@ -73,7 +73,8 @@ def test_bad_values_fail_at_once_and_write_nothing(override, message, monkeypatc
 
 def test_a_second_writer_is_refused_with_the_holder_named(lean_study, tmp_path, monkeypatch, capsys):
     config, run_dir = lean_study
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # A process whose command line names contrastlab (a lock without a start time: one written by hand)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "contrastlab"])
     try:
         (run_dir / rundir.LOCK_FILE).write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename,
                                                              "time": time.time(), "start": "2026-12-01T00:00:00"}))
@@ -276,3 +277,311 @@ def test_force_into_another_config_keeps_old_units_on_disk_but_out_of_the_report
     assert (run_dir / "finetune/simclr/seed0/task-3-4-5/done.json").exists()  # nothing finished is deleted
     with open(run_dir / "report/tables/accuracy.csv", newline="") as f:
         assert {row["task"] for row in csv.DictReader(f)} == {"task-0-1-2"}
+
+
+# ---- issue 32: the eleven faults of "Why", each reproduced ---------------------------------------------------
+# Faults 7 (tracebacks from `analyze all --encoder`) and 8 (`finetune --checkpoint random.pt`) are tested by the
+# helper who fixed them, in tests/test_foreign.py (the other branch of issue 32).
+
+def _group_processes(pgid: int) -> list[str]:
+    """Live (not zombie) processes of process group ``pgid``: "pid command" each."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(f"{stat.parent.name} {cmdline[:120]}")
+    return found
+
+
+# Pretraining long enough (at micro sizes) to be caught mid-unit; local launcher with two workers.
+KILLED = ["methods=[supce]", "data.tasks=[[0,1,2]]", "launcher.kind=local", "launcher.jobs=2", "pretrain.epochs=400",
+          "pretrain.checkpoint_every=50", "data.pretrain_per_class=32"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process groups from /proc")
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_killing_the_study_leaves_no_process_and_the_rerun_finishes(signum, tmp_path, monkeypatch, capsys):
+    """Fault 1 (and 2 for SIGTERM): kill the study mid-unit; its fork server, resource tracker and workers
+    are gone within 5 s, nothing is finished without the lock, and the rerun completes the study."""
+    out = tmp_path / "run"
+    study = subprocess.Popen([sys.executable, "-m", "contrastlab", *study_args(out, *KILLED)], start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not list(out.glob("pretrain/supce/seed0/checkpoints/*.safetensors")) and time.time() < deadline:
+            assert study.poll() is None, study.communicate()[1]
+            time.sleep(0.05)
+        assert len(_group_processes(study.pid)) >= 3  # the study, its fork server and its workers
+        study.send_signal(signum)
+        study.wait(timeout=30)
+        deadline = time.time() + 5
+        while _group_processes(study.pid) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _group_processes(study.pid), _group_processes(study.pid)
+        _, err = study.communicate(timeout=5)  # nothing holds its pipes any more
+    finally:
+        if study.poll() is None:
+            os.killpg(study.pid, signal.SIGKILL)
+            study.wait()
+    assert not (out / "pretrain/supce/seed0/done.json").exists()
+    history = json.loads((out / "study.json").read_text())["history"]
+    if signum == signal.SIGTERM:  # fault 2: handled as Ctrl-C
+        assert study.returncode == 143
+        assert [line for line in err.splitlines() if line.strip()] == [
+            "terminated (SIGTERM); finished units are kept, run the same command again to resume"]
+        assert history[-1]["status"] == "terminated" and history[-1]["end"] and not (out / rundir.LOCK_FILE).exists()
+    else:
+        assert study.returncode == -signal.SIGKILL and history[-1]["end"] is None
+    code, _, err = run_cli(monkeypatch, capsys, *study_args(out, *KILLED[:2], "pretrain.epochs=400",
+                                                             "pretrain.checkpoint_every=50", "data.pretrain_per_class=32"))
+    assert code == 0, err
+    config = micro_config(*LEAN, *KILLED)
+    assert all(is_done(u, out) for u in plan_units(config))
+    assert json.loads((out / "study.json").read_text())["history"][-1]["status"] == "finished"
+
+
+def test_a_unit_finishes_only_under_the_lock(tmp_path, monkeypatch):
+    """Fault 1: a worker whose study has died (the lock names another process) writes no done.json."""
+    from contrastlab.study.units import UnitError, run_unit
+
+    config = micro_config(*LEAN, *ONE)
+    unit = plan_units(config)[0]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with rundir.RunLock(tmp_path):
+        monkeypatch.setenv(rundir.LOCK_OWNER_ENV, str(dead.pid))  # a worker of the study `dead` was
+        with pytest.raises(UnitError, match="no longer holds .*not marked finished"):
+            run_unit(unit, config, tmp_path)
+        assert not (unit.folder(tmp_path) / "done.json").exists()
+        monkeypatch.setenv(rundir.LOCK_OWNER_ENV, str(os.getpid()))  # the study that holds it: finishes
+        run_unit(unit, config, tmp_path)
+        assert is_done(unit, tmp_path)
+
+
+def test_a_failing_unit_is_one_line_with_its_error_log(tmp_path):
+    """Fault 3: a failure in a local worker (NaN loss) is one line naming the unit, the cause and error.log."""
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "contrastlab", *study_args(out, *ONE, "launcher.kind=local", "launcher.jobs=2",
+                                                                              "pretrain.lr.supce=1e30", "methods=[supce]")],
+                            capture_output=True, text=True, timeout=300)
+    log_path = out / "pretrain/supce/seed0/error.log"
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("error: unit pretrain/supce/seed0 failed: ") and "loss is nan" in lines[0]
+    assert f"traceback in {log_path}" in lines[0]
+    assert "Traceback" in log_path.read_text() and "NonFiniteError" in log_path.read_text()
+    assert json.loads((out / "study.json").read_text())["history"][-1]["status"] == "failed"
+
+
+@pytest.mark.parametrize("error, setting", [
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't allocate memory: you tried to "
+                  "allocate 943718400 bytes."), "pretrain.batch_size"),
+    (MemoryError(), "pretrain.batch_size"),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), "pretrain.batch_size"),
+])
+def test_out_of_memory_is_named_with_the_setting_to_lower(error, setting, tmp_path, monkeypatch, capsys):
+    """Fault 3: out of memory says so, and which setting to lower; the traceback goes to error.log only."""
+    from contrastlab.study import stages
+
+    def out_of_memory(ctx):
+        raise error
+
+    monkeypatch.setitem(stages.STAGES, "pretrain", out_of_memory)
+    code, _, err = run_cli(monkeypatch, capsys, *study_args(tmp_path / "run", *ONE))
+    assert_one_line_error(code, err, f"unit pretrain/supce/seed0 failed: out of memory .*lower {setting}.*traceback in "
+                                     f"{tmp_path / 'run/pretrain/supce/seed0/error.log'}")
+
+
+def test_a_report_that_fails_makes_the_run_failed(shared_micro_study, tmp_path, monkeypatch):
+    """Fault 3: disk full in the report stage: the history says failed, not finished."""
+    from contrastlab.report import build
+    from helpers import copy_of_shared_study
+
+    run_dir = copy_of_shared_study(shared_micro_study, tmp_path / "run").run_dir
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(build, "write_text", disk_full)
+    with pytest.raises(OSError):
+        run_study(micro_config(), run_dir)
+    history = json.loads((run_dir / "study.json").read_text())["history"]
+    assert history[-1]["status"] == "failed" and history[-1]["end"]
+    assert not (run_dir / rundir.LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("content", ['{"pid": "abc", "host": "h"}', '{"pid": null, "host": "h"}', "", "not json", "[]",
+                                     '{"pid": 12, "host": null}', '{"pid": true, "host": "h"}'])
+def test_a_malformed_lock_is_one_line_saying_how_to_remove_it(content, tmp_path, monkeypatch, capsys):
+    """Fault 4: no ValueError/TypeError traceback, no "None" in the message."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / rundir.LOCK_FILE).write_text(content)
+    code, _, err = run_cli(monkeypatch, capsys, *study_args(out, *ONE))
+    assert_one_line_error(code, err, f"malformed lock {out / rundir.LOCK_FILE}.*delete {out / rundir.LOCK_FILE}")
+    assert "None" not in err
+
+
+def test_a_lock_of_a_live_process_that_is_not_contrastlab_is_stale(tmp_path):
+    """Fault 4: a live `sleep` named by a lock is not "another contrastlab run"; a reused pid neither."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        for extra in ({}, {"proc_start": 1}):  # no start time: its command line decides; another start: not that run
+            (tmp_path / rundir.LOCK_FILE).write_text(json.dumps({"pid": sleeper.pid, "host": os.uname().nodename,
+                                                                 "time": time.time(), **extra}))
+            with rundir.RunLock(tmp_path):
+                holder = json.loads((tmp_path / rundir.LOCK_FILE).read_text())
+                assert holder["pid"] == os.getpid() and holder["proc_start"] == rundir.process_start(os.getpid())
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # a process whose command line names contrastlab is one (under xdist this test's own worker names neither it nor pytest)
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "contrastlab"])
+    try:
+        assert rundir.is_contrastlab_process(runner.pid)
+    finally:
+        runner.kill()
+        runner.wait()
+
+
+def _edit_keeping_size_and_mtime(path: Path, edit) -> None:
+    """Change ``path``'s bytes, keeping its size, then restore its mtime (``touch -r``)."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    edit(data)
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+
+
+def _edit_one_digit(data: bytearray) -> None:
+    text = data.decode()
+    at = text.index('"top_eigenvalues"')
+    digit = next(i for i in range(at, len(text)) if text[i].isdigit() and text[i] != "0")
+    data[digit] = ord("1") if text[digit] != "1" else ord("2")
+
+
+def test_edited_outputs_are_recomputed_and_refused_by_the_report(shared_micro_study, tmp_path, monkeypatch, capsys, caplog):
+    """Fault 5: an edit that keeps size and mtime is noticed by the rerun (sha256) and by the report."""
+    from helpers import copy_of_shared_study
+
+    run_dir = copy_of_shared_study(shared_micro_study, tmp_path / "run").run_dir
+    units = {u.id: u for u in plan_units(micro_config())}
+    sharpness = units["analysis/sharpness/simclr/seed0/task-0-1-2"]
+    pretrain = units["pretrain/supce/seed0"]
+    _edit_keeping_size_and_mtime(sharpness.folder(run_dir) / "sharpness.json", _edit_one_digit)
+    _edit_keeping_size_and_mtime(pretrain.folder(run_dir) / "encoder.safetensors", lambda d: d.__setitem__(-1, d[-1] ^ 1))
+    assert not is_done(sharpness, run_dir) and not is_done(pretrain, run_dir)
+    problems, _ = rundir.verify_run(run_dir)
+    assert {p for _, p in problems} == {"sharpness.json changed", "encoder.safetensors changed"}
+    code, _, err = run_cli(monkeypatch, capsys, "report", run_dir)
+    assert_one_line_error(code, err, "(sharpness/simclr/seed0/task-0-1-2/sharpness.json|pretrain/supce/seed0/encoder.safetensors) "
+                                     "changed since its unit finished \\(2 units in all\\).*--allow-changed")
+    code, out, err = run_cli(monkeypatch, capsys, "report", run_dir, "--allow-changed")
+    warned = err + caplog.text  # the warnings (log records: pytest captures them)
+    assert code == 0 and "sharpness/simclr/seed0/task-0-1-2 left out: sharpness.json changed" in warned
+    assert "pretrain/supce/seed0 left out: encoder.safetensors changed" in warned
+    code, out, err = run_cli(monkeypatch, capsys, "verify", run_dir)
+    assert code == 1 and "analysis/sharpness/simclr/seed0/task-0-1-2: sharpness.json changed" in err
+
+
+def test_a_missing_output_is_a_warning_in_the_report(shared_micro_study, tmp_path, monkeypatch, capsys, caplog):
+    """Fault 5: a deleted fgsm.csv is named, not silently dropped."""
+    from helpers import copy_of_shared_study
+
+    run_dir = copy_of_shared_study(shared_micro_study, tmp_path / "run").run_dir
+    (run_dir / "analysis/robustness/simclr/seed0/task-0-1-2/fgsm.csv").unlink()
+    code, _, err = run_cli(monkeypatch, capsys, "report", run_dir)
+    assert code == 0
+    assert "analysis/robustness/simclr/seed0/task-0-1-2 left out: fgsm.csv is missing" in err + caplog.text
+    assert "fgsm.csv is missing" in (run_dir / "report/report.html").read_text()
+
+
+def test_every_unit_depends_on_the_units_it_reads():
+    """Fault 6: an analysis waits for the pretraining whose encoder it loads; the trajectory for the random encoder."""
+    units = plan_units(micro_config())
+    ids = {u.id: i for i, u in enumerate(units)}
+    for unit in units:
+        for _, path in unit.inputs:
+            owner = next(u for u in sorted(ids, key=len, reverse=True) if path.startswith(u + "/"))
+            assert owner in unit.deps, (unit.id, path)
+        assert all(ids[d] < ids[unit.id] for d in unit.deps)
+    landscape = next(u for u in units if u.id == "analysis/landscape/simclr/seed0/task-0-1-2")
+    assert landscape.deps == ("pretrain/simclr/seed0", "finetune/simclr/seed0/task-0-1-2")
+
+
+def test_a_deleted_encoder_reruns_its_consumers_with_the_same_tables(shared_micro_study, tmp_path, monkeypatch, capsys):
+    """Fault 6: delete an encoder of a finished run, rerun once: exit 0, the same tables; its consumers ran after it."""
+    from helpers import copy_of_shared_study
+
+    run_dir = copy_of_shared_study(shared_micro_study, tmp_path / "run").run_dir
+    results = lambda: {p.name: p.read_text() for p in (run_dir / "report/tables").glob("*.csv")  # noqa: E731
+                       if p.name != "stage_times.csv"}  # every table but the one of seconds taken
+    tables = results()
+    (run_dir / "pretrain/simclr/seed0/encoder.safetensors").unlink()
+    summary = run_study(micro_config(), run_dir)
+    consumers = [u.id for u in plan_units(micro_config()) if "pretrain/simclr/seed0" in u.deps]
+    assert summary.ran[0] == "pretrain/simclr/seed0" and set(consumers) <= set(summary.ran)
+    assert len(tables) > 10 and results() == tables
+
+
+def test_a_consumer_of_a_recomputed_producer_is_stale(shared_micro_study, tmp_path):
+    """Fault 6: a finished unit whose producer has other bytes since (recomputed in an earlier cut run) runs again."""
+    from helpers import copy_of_shared_study
+    from contrastlab.utils.io import read_json, write_json
+
+    run_dir = copy_of_shared_study(shared_micro_study, tmp_path / "run").run_dir
+    units = {u.id: u for u in plan_units(micro_config())}
+    probe = units["finetune/simclr/seed0/task-0-1-2"]
+    assert is_done(probe, run_dir)
+    assert read_json(probe.folder(run_dir) / "done.json")["input_sha256"] == {
+        "pretrain/simclr/seed0/encoder.safetensors":
+            read_json(run_dir / "pretrain/simclr/seed0/done.json")["files"]["encoder.safetensors"]["sha256"]}
+    producer = read_json(run_dir / "pretrain/simclr/seed0/done.json")
+    producer["files"]["encoder.safetensors"]["sha256"] = "0" * 64  # as if recomputed with other bytes
+    write_json(run_dir / "pretrain/simclr/seed0/done.json", producer)
+    assert not is_done(probe, run_dir)
+
+
+def test_a_duplicate_yaml_key_is_one_line_with_both_lines(tmp_path, monkeypatch, capsys):
+    """Fault 9: a second `pretrain:` block no longer replaces the first silently."""
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("name: mine\npretrain:\n  lr: {simclr: 0.5}\n  temperature: {simclr: 0.3}\nseeds: [0]\npretrain:\n  epochs: 3\n")
+    out = tmp_path / "run"
+    code, _, err = run_cli(monkeypatch, capsys, "study", "--preset", str(preset), "--out", out, "--no-progress")
+    assert_one_line_error(code, err, f"duplicate key 'pretrain' at lines 2 and 6 of {preset}")
+    assert not out.exists()
+
+
+def test_too_many_tasks_or_units_are_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    """Fault 10: random:100000 is refused at once; a study of more than 10,000 units asks for --yes."""
+    out = tmp_path / "run"
+    started = time.perf_counter()
+    code, _, err = run_cli(monkeypatch, capsys, *study_args(out, "data.tasks=random:100000"))
+    assert_one_line_error(code, err, "'random:100000': at most 10,000 tasks")
+    code, _, err = run_cli(monkeypatch, capsys, *study_args(out, "data.tasks=random:2000", "data.task_ways=3"))
+    assert_one_line_error(code, err, "this study has [0-9,]+ units \\(more than 10,000.*pass --yes")
+    assert time.perf_counter() - started < 30 and not out.exists()
+    code, _, err = run_cli(monkeypatch, capsys, *study_args(out, "data.tasks=random:200000", "data.task_ways=2"))
+    assert_one_line_error(code, err, "only 4950 distinct 2-way tasks")
+
+
+def test_the_plan_size_is_printed_first(lean_study, monkeypatch, capsys):
+    config, run_dir = lean_study
+    code, out, err = run_cli(monkeypatch, capsys, *study_args(run_dir))
+    assert code == 0, err
+    assert out.splitlines()[0] == f"study: {len(plan_units(config))} units (pretraining, probes, analyses) into {run_dir}"
+
+
+def test_force_never_overwrites_a_file_the_study_did_not_write(tmp_path, monkeypatch, capsys):
+    """Fault 11: --force into a folder holding the user's own config.yaml refuses, and the file is intact."""
+    mine = tmp_path / "config.yaml"
+    mine.write_text("my own settings\n")
+    code, _, err = run_cli(monkeypatch, capsys, *study_args(tmp_path, *ONE), "--force")
+    assert_one_line_error(code, err, f"{mine} was not written by a contrastlab study and --force would overwrite it")
+    assert mine.read_text() == "my own settings\n" and not (tmp_path / "study.json").exists()

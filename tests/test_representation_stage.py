@@ -48,7 +48,8 @@ def test_plan_has_the_new_units(micro_config):
                                                                        for e in (0, 1, 2)]
     # the probes it may read instead of fitting: the final encoder's and the random init's, each with the encoder it probed
     reuse = ["finetune/simclr/seed0/task-0-1-2", "finetune/random/seed0/task-0-1-2"]
-    assert trajectory.deps == ("pretrain/simclr/seed0", *reuse)
+    # and every unit whose file it reads: the random init's pretraining too (its encoder), in plan order
+    assert trajectory.deps == ("pretrain/simclr/seed0", reuse[0], "pretrain/random/seed0", reuse[1])
     assert [p for r, p in trajectory.inputs if r == "finetune"] == [f"{u}/result.json" for u in reuse]
     assert [p for r, p in trajectory.inputs if r == "finetune_encoder"] == [f"pretrain/{m}/seed0/encoder.safetensors" for m in ("simclr", "random")]
     # without the random baseline only the method's own probe; its key follows the probes it may read

@@ -18,7 +18,7 @@ import typer
 
 from .config import read_config
 from .config_checks import check_config, load_config
-from .errors import ContrastlabError, Interrupted
+from .errors import ConfigError, ContrastlabError, Interrupted, Terminated
 
 app = typer.Typer(help=__doc__.splitlines()[0] if __doc__ else None, no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -27,6 +27,7 @@ analyze_app = typer.Typer(help="Run one analysis on a trained encoder + probe.",
 app.add_typer(data_app, name="data")
 app.add_typer(analyze_app, name="analyze")
 
+UNIT_BUDGET = 10_000  # a larger study runs only with --yes
 PRESET_HELP = "preset name (quick, paper, fmnist-digits) or a path to a YAML file"
 SET_HELP = "dotted config override, e.g. --set pretrain.epochs=5 (repeatable)"
 
@@ -49,6 +50,7 @@ def study(
     launcher: Optional[str] = typer.Option(None, "--launcher", help="sequential (default), local or slurm"),
     jobs: Optional[int] = typer.Option(None, "--jobs", help="units run at once by the local launcher"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show the progress display"),
+    yes: bool = typer.Option(False, "--yes", help="run a study of more than 10,000 units (UNIT_BUDGET)"),
 ) -> None:
     """Run the whole study: pretrain -> probes -> analyses -> report. Resumes after any interruption."""
     overrides = list(set_)
@@ -63,9 +65,16 @@ def study(
         start_server()  # before the checks, which import torch (~2 s): the server's imports overlap them
     config = check_config(config)
     from .distributed import init_from_env, rank
+    from .study.plan import count_units
     from .study.runner import run_study
 
+    units = count_units(config)  # arithmetic, before any unit is planned or any file written
+    if units > UNIT_BUDGET and not yes:
+        raise ConfigError(f"this study has {units:,} units (more than {UNIT_BUDGET:,}; check data.tasks, seeds and methods); "
+                          "pass --yes to run it")
     init_from_env(config.device)  # under torchrun: join the process group
+    if rank() == 0:
+        _say(f"study: {units:,} units (pretraining, probes, analyses) into {out}")
     summary = run_study(config, out, force=force, progress=progress and rank() == 0)
     if rank() == 0:
         from .report.build import summary_text
@@ -287,12 +296,28 @@ def report(
     run_dir: Path = typer.Argument(..., help="a study's run directory"),
     compare: Optional[Path] = typer.Option(None, "--compare", help="another run directory: add a section comparing their headline numbers"),
     jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="processes rendering figures (default: up to 4, one per CPU)"),
+    allow_changed: bool = typer.Option(False, "--allow-changed", help="build the report without the units whose files "
+                                       "changed since they finished (each named in a warning) instead of refusing"),
 ) -> None:
-    """Rebuild the report of a study from its stored results (nothing is recomputed)."""
+    """Rebuild the report of a study from its stored results (nothing is recomputed). Every file it reads
+    is checked against its unit's manifest first."""
     from .report.build import build_report
 
-    path = build_report(run_dir, compare=compare, workers=jobs)
+    path = build_report(run_dir, compare=compare, workers=jobs, allow_changed=allow_changed)
     _say(f"report: {path}")
+
+
+@app.command()
+def verify(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
+    """Check every finished unit's files against its manifest (sha256); exit 1 naming the changed or missing ones."""
+    from .rundir import verify_run
+
+    problems, checked = verify_run(run_dir)
+    for unit_id, problem in problems:
+        typer.echo(f"{unit_id}: {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    _say(f"{checked} units verified: every file matches its manifest")
 
 
 @data_app.command("download")
@@ -325,15 +350,26 @@ def _interrupt(signum: int, frame: object) -> None:
     raise Interrupted()
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 INTERRUPTED = "interrupted; finished units are kept, run the same command again to resume"
+TERMINATED = "terminated (SIGTERM); finished units are kept, run the same command again to resume"
 
 
 def main() -> None:
     # typer turns a KeyboardInterrupt into a silent exit 130; Ctrl-C raises Interrupted instead,
     # which passes through typer to the one line below.
-    previous = signal.signal(signal.SIGINT, _interrupt) if threading.current_thread() is threading.main_thread() else None
+    # SIGTERM (kill, Slurm's preemption and time limit) the same way, as Terminated: exit 128 + 15.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _interrupt) if main_thread else None
+    previous_term = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         app()
+    except Terminated:
+        typer.echo(TERMINATED, err=True)
+        sys.exit(143)
     except (Interrupted, KeyboardInterrupt):
         typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
@@ -349,6 +385,8 @@ def main() -> None:
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
 
 
 if __name__ == "__main__":

@@ -37,3 +37,7 @@ class NonFiniteError(ContrastlabError, FloatingPointError):
 class Interrupted(BaseException):
     """Ctrl-C in the command line (raised by its SIGINT handler instead of KeyboardInterrupt, which
     typer would swallow): finished units are kept."""
+
+
+class Terminated(Interrupted):
+    """SIGTERM (``kill``, Slurm's preemption or time limit): handled as Ctrl-C, exit status 143."""

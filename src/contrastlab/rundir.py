@@ -43,14 +43,18 @@ CONFIG_FILE = "config.yaml"
 MANIFEST = "done.json"
 UNIT_MARKER = "unit.json"  # written when a unit starts: whose partial work a folder holds
 LOCK_FILE = ".lock"
+ERROR_LOG = "error.log"  # a failed unit's traceback, in its folder (removed when it runs again)
 REPORT_DIR = "report"  # the report's folder (report_dir); the names of a unit's files are further down
 REPORT_PAGE = "report.html"  # in report_dir
 REPORT_FIGURES = "figures"  # in report_dir: <name>.png
 REPORT_TABLES = "tables"  # in report_dir: <name>.csv and .md
+# What a study writes at the top of its run directory (besides the lock): a file or folder of these
+# names that holds no unit was not written by a study.
+STUDY_NAMES = (CONFIG_FILE, STUDY_FILE, "pretrain", "finetune", "analysis", REPORT_DIR)
 MANIFEST_FORMAT = 2  # 1: the bare done.json of versions before manifests (unit, kind, key, seconds)
 
 PER_RUN_KINDS = ("landscape", "sharpness", "robustness")  # one unit per probe
-_BOOKKEEPING = {MANIFEST, UNIT_MARKER}
+_BOOKKEEPING = {MANIFEST, UNIT_MARKER, ERROR_LOG}
 
 
 # ---- layout -------------------------------------------------------------------------------
@@ -172,21 +176,54 @@ def read_manifest(folder: Path) -> dict | None:
 
 
 def changed_outputs(folder: Path, manifest: dict) -> list[str]:
-    """The files listed in ``manifest`` that are missing or whose content changed. Size and mtime
-    decide when they match; a file whose mtime alone differs (a run directory copied without
-    keeping times) is compared by its sha256."""
+    """The files listed in ``manifest`` that are missing or whose content changed: every file's
+    sha256 is compared, whatever its size and mtime say (an edit that kept both, ``touch -r``,
+    is still a change). Costs one read of the unit's files (measured in docs/scaling.md)."""
     problems = []
     for name, record in manifest.get("files", {}).items():
         path = folder / name
         if not path.exists():
             problems.append(f"{name} is missing")
-            continue
-        stat = path.stat()
-        if stat.st_size != record.get("bytes"):
-            problems.append(f"{name} changed")
-        elif stat.st_mtime_ns != record.get("mtime_ns") and file_digest(path) != record.get("sha256"):
+        elif path.stat().st_size != record.get("bytes") or file_digest(path) != record.get("sha256"):
             problems.append(f"{name} changed")
     return problems
+
+
+def input_digests(run_dir: Path, inputs: Iterable[Path]) -> dict[str, str | None]:
+    """The sha256 of each input file (relative to ``run_dir``) as its producing unit's manifest
+    records it; None for a file no manifest under ``run_dir`` lists (given by the user). A consumer
+    stores these when it finishes: a producer recomputed since, with other bytes, makes it stale."""
+    digests: dict[str, str | None] = {}
+    for path in inputs:
+        path = Path(path)
+        try:
+            relative = path.resolve().relative_to(Path(run_dir).resolve())
+        except ValueError:
+            continue
+        digests[relative.as_posix()] = _recorded_digest(Path(run_dir), relative)
+    return digests
+
+
+def _recorded_digest(run_dir: Path, relative: Path) -> str | None:
+    """The sha256 the manifest of the unit folder holding ``relative`` records for it, or None."""
+    for parent in relative.parents:
+        if parent == Path("."):
+            break
+        try:
+            manifest = read_manifest(run_dir / parent)
+        except CorruptFileError:
+            return None
+        if manifest is not None:
+            record = manifest.get("files", {}).get(relative.relative_to(parent).as_posix())
+            return record.get("sha256") if isinstance(record, dict) else None
+    return None
+
+
+def stale_inputs(run_dir: Path, manifest: dict) -> list[str]:
+    """The inputs of a finished unit whose producer has recorded other bytes since it finished."""
+    recorded = manifest.get("input_sha256") or {}
+    return [name for name, digest in recorded.items()
+            if digest is not None and _recorded_digest(Path(run_dir), Path(name)) != digest]
 
 
 def _legacy_fields(unit: str) -> dict[str, Any]:
@@ -255,6 +292,13 @@ def finished_units(run_dir: str | Path, kind: str | None = None) -> list[UnitRec
     return sorted(records, key=lambda r: r.id)
 
 
+def verify_run(run_dir: str | Path) -> tuple[list[tuple[str, str]], int]:
+    """Check every finished unit's files against its manifest (sha256): ([(unit id, "NAME changed"
+    or "NAME is missing"), ...], number of units checked)."""
+    units = finished_units(run_dir)
+    return [(unit.id, problem) for unit in units for problem in changed_outputs(unit.folder, unit.manifest)], len(units)
+
+
 # ---- the study file -----------------------------------------------------------------------
 
 def read_study(run_dir: str | Path) -> dict | None:
@@ -313,12 +357,63 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class RunLock:
-    """An exclusive lock on a run directory, held by one process (``DIR/.lock``: pid, host, start).
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22), or None
+    where there is no /proc or no such process. With its pid, it names one process for good: a
+    pid reused by a later process has another start."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[19])  # after "pid (comm)": state is field 3, start field 22
+    except (IndexError, ValueError):
+        return None
 
-    A second writer fails at once with a line naming the holder. A lock whose process is gone
-    (same host) is taken over; a lock of another host is respected unless older than
-    ``stale_after_s`` (the other host may still be running).
+
+def is_contrastlab_process(pid: int) -> bool:
+    """Whether live process ``pid`` runs contrastlab, from its command line (/proc/<pid>/cmdline):
+    ``python -m contrastlab``, the ``contrastlab`` script, or a script or pytest that runs it in-process
+    (any argument naming contrastlab or pytest). Without /proc (not Linux), any live process counts."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return not Path("/proc/self").exists() and _alive(pid)
+    except OSError:  # exists, but not readable (another user): assume the worst, a run
+        return True
+    return any(b"contrastlab" in w or b"pytest" in w for w in words)
+
+
+def _holder_runs(holder: dict) -> bool:
+    """Whether the process a (well-formed) lock of this host names is the run that took it."""
+    pid = holder["pid"]
+    if not _alive(pid):
+        return False
+    recorded = holder.get("proc_start")
+    if isinstance(recorded, int):
+        current = process_start(pid)
+        if current is not None:
+            return current == recorded  # the very process that took the lock, not a reused pid
+    return is_contrastlab_process(pid)
+
+
+# In a study's worker processes: the pid of the study's process, which holds the run directory's lock.
+LOCK_OWNER_ENV = "CONTRASTLAB_LOCK_PID"
+
+
+class LostLockError(RunDirectoryError):
+    """This process works for a run that no longer holds its run directory's lock."""
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held by one process (``DIR/.lock``: pid, its start
+    time, host, start).
+
+    A second writer fails at once with a line naming the holder. A lock of this host is stale
+    (taken over) when its process is gone or is not the run that took it (a reused pid: another
+    start time; a lock without one: a process whose command line does not run contrastlab); a
+    lock of another host is respected unless older than ``stale_after_s``. A lock that is not
+    what this class writes is one line saying how to remove it.
     """
 
     def __init__(self, run_dir: str | Path, stale_after_s: float = 7 * 24 * 3600):
@@ -327,24 +422,32 @@ class RunLock:
         self.held = False
 
     def _holder(self) -> dict | None:
-        try:
-            holder = json.loads(self.path.read_text())
-            return holder if isinstance(holder, dict) else {}
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            return {}  # half-written by a process killed while taking it
+        """The lock's holder; None when there is no lock. A malformed lock is RunDirectoryError
+        (read twice: a lock being taken is an empty file for an instant)."""
+        for attempt in range(2):
+            try:
+                holder = json.loads(self.path.read_text())
+            except FileNotFoundError:
+                return None
+            except (OSError, ValueError):
+                holder = None
+            if isinstance(holder, dict) and isinstance(holder.get("pid"), int) and not isinstance(holder["pid"], bool) \
+                    and holder["pid"] > 0 and isinstance(holder.get("host"), str):
+                return holder
+            time.sleep(0.2 * (attempt == 0))
+        raise RunDirectoryError(f"malformed lock {self.path} (not a lock contrastlab writes); if no contrastlab run "
+                                f"is writing {self.path.parent}, delete {self.path} and run again")
 
     def _is_stale(self, holder: dict) -> bool:
-        if not holder:
-            return time.time() - self.path.stat().st_mtime > 60
-        if holder.get("host") == socket.gethostname():
-            return not _alive(int(holder.get("pid", -1)))
-        return time.time() - float(holder.get("time", 0)) > self.stale_after_s
+        if holder["host"] == socket.gethostname():
+            return not _holder_runs(holder)
+        stamp = holder.get("time")
+        return isinstance(stamp, (int, float)) and time.time() - stamp > self.stale_after_s
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time(), "start": now()}
+        me = {"pid": os.getpid(), "proc_start": process_start(os.getpid()), "host": socket.gethostname(),
+              "time": time.time(), "start": now()}
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -353,11 +456,11 @@ class RunLock:
                 if holder is None:
                     continue  # released meanwhile
                 if not self._is_stale(holder):
+                    started = f", started {holder['start']}" if isinstance(holder.get("start"), str) else ""
                     raise RunDirectoryError(
-                        f"{self.path.parent} is in use by another contrastlab run (pid {holder.get('pid')} on "
-                        f"{holder.get('host')}, started {holder.get('start')}); wait for it to finish, or delete "
-                        f"{self.path} if that process is gone") from None
-                log.warning("taking over the lock of a run that is gone (pid %s on %s)", holder.get("pid"), holder.get("host"))
+                        f"{self.path.parent} is in use by another contrastlab run (pid {holder['pid']} on "
+                        f"{holder['host']}{started}); wait for it to finish, or delete {self.path} if that process is gone") from None
+                log.warning("taking over the lock of a run that is gone (pid %s on %s)", holder["pid"], holder["host"])
                 self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
@@ -368,7 +471,10 @@ class RunLock:
 
     def release(self) -> None:
         if self.held:
-            holder = self._holder()
+            try:
+                holder = self._holder()
+            except RunDirectoryError:
+                holder = None
             if holder and holder.get("pid") == os.getpid():
                 self.path.unlink(missing_ok=True)
             self.held = False
@@ -379,3 +485,19 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def check_lock_held(run_dir: str | Path) -> None:
+    """In a worker of a study (its environment names the lock's pid, :data:`LOCK_OWNER_ENV`):
+    raise :class:`LostLockError` unless that process still holds ``run_dir``'s lock. Called before
+    a unit's manifest is written, so that no unit is finished for a run that has died (and whose
+    directory another run may be writing). Elsewhere (no such variable) a no-op: the caller holds it."""
+    owner = os.environ.get(LOCK_OWNER_ENV)
+    if not owner:
+        return
+    try:
+        holder = json.loads((Path(run_dir) / LOCK_FILE).read_text())
+    except (OSError, ValueError):
+        holder = None
+    if not (isinstance(holder, dict) and str(holder.get("pid")) == owner and _alive(int(owner))):
+        raise LostLockError(f"the study (pid {owner}) no longer holds {Path(run_dir) / LOCK_FILE}; this unit is not marked finished")

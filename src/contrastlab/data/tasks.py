@@ -21,6 +21,9 @@ _SPEC_FORMS = "a list of class lists (e.g. [[0, 1, 2], [3, 4, 5]]), 'random:K' o
 # above it, it draws tasks and skips repeats. Depends only on (num_classes, ways), so for a given
 # seed "random:K" is always the first K tasks of "random:K+1".
 _ENUMERATE_LIMIT = 20_000
+# The most tasks "random:K" draws: every task is a probe and its analyses per method and seed,
+# so this many already make a study of tens of thousands of units (which runs only with --yes).
+MAX_RANDOM_TASKS = 10_000
 
 
 def make_task(imageset: ImageSet, classes: Sequence[int]) -> ImageSet:
@@ -125,6 +128,9 @@ def _random_tasks(k: int, *, num_classes: int, ways: int, seed: int) -> list[lis
     possible = math.comb(num_classes, ways)
     if k > possible:
         raise ConfigError(f"'random:{k}': only {possible} distinct {ways}-way tasks exist among {num_classes} classes")
+    if k > MAX_RANDOM_TASKS:
+        raise ConfigError(f"'random:{k}': at most {MAX_RANDOM_TASKS:,} tasks (each is a probe and its analyses per method "
+                          "and seed); ask for fewer")
     rng = np.random.default_rng(seed)
     if possible <= _ENUMERATE_LIMIT:
         every = np.array(list(combinations(range(num_classes), ways)), dtype=np.int64)

@@ -69,18 +69,55 @@ def _intro(run: RunInfo) -> str:
     return ", ".join(parts) + f". Built {stamp} from {run.run_dir}."
 
 
-def build_report(run_dir: str | Path, compare: str | Path | None = None, *, workers: int | None = None) -> Path:
+def checked_units(run: RunInfo, allow_changed: bool = False) -> list[str]:
+    """Check every file of ``run``'s finished units against its manifest (sha256) and drop the units
+    it cannot trust from ``run.units``; return one note per dropped unit (each also a warning).
+
+    A missing file drops its unit with a warning naming it. A changed file refuses the report
+    (RunDirectoryError naming it) unless ``allow_changed``: then its unit is dropped likewise."""
+    changed: list[str] = []
+    notes: list[str] = []
+    for kind, units in run.units.items():
+        kept = []
+        for unit in units:
+            problems = rundir.changed_outputs(unit.folder, unit.manifest)
+            if not problems:
+                kept.append(unit)
+                continue
+            if any(p.endswith(" changed") for p in problems) and not allow_changed:
+                changed.append(f"{unit.id}/{problems[0].removesuffix(' changed')}")
+                continue
+            note = f"{unit.id} left out: {', '.join(problems)} since it finished"
+            log.warning("%s; run the study again to recompute it", note)
+            notes.append(note)
+        run.units[kind] = kept
+    if changed:
+        raise RunDirectoryError(
+            f"{changed[0]} changed since its unit finished ({len(changed)} unit{'s' if len(changed) > 1 else ''} in all); "
+            "run the study again to recompute it, or pass --allow-changed to build the report without those units")
+    return notes
+
+
+def build_report(run_dir: str | Path, compare: str | Path | None = None, *, workers: int | None = None,
+                 allow_changed: bool = False, verify: bool = True) -> Path:
     """Rebuild ``run_dir/report`` from stored results; return the path of report.html. With
     ``compare`` (another run directory), add a section comparing this run's headline numbers with its.
 
     ``workers`` processes render the figures (None: a few, see :class:`FigureWriter`; 1: all in this
     process). They start with a fork server (or "spawn"), both of which import the calling script
     as a module, so a script calling this with more than one worker needs the usual
-    ``if __name__ == "__main__":`` guard."""
+    ``if __name__ == "__main__":`` guard.
+
+    Every unit's files are checked against its manifest first (:func:`checked_units`): a unit with a
+    missing file is left out with a warning; a changed file refuses the report unless ``allow_changed``.
+    ``verify=False`` skips that check (for a study that has just checked them)."""
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     if run.study is None and not any(run.units.values()):
         raise RunDirectoryError(f"{run_dir} holds no study and no finished unit; run `contrastlab study --out {run_dir}` first")
+    # Before anything is read: only what matches its manifest. A study's own report skips this second
+    # pass: the study has just checked every unit it did not run (is_done hashes their files) and written the rest.
+    dropped = checked_units(run, allow_changed) if verify else []
     # Entered before the sections are imported and the results read, so that the workers start meanwhile.
     with FigureWriter(workers) as writer:
         from .results import collect
@@ -90,11 +127,12 @@ def build_report(run_dir: str | Path, compare: str | Path | None = None, *, work
         collected = collect(run)
         _complete(run, collected.values)
         ctx = ReportContext(run=run, results=collected.values, curves=collected.curves, out=rundir.report_dir(run_dir),
-                            notes=list(collected.notes), writer=writer)
+                            notes=list(collected.notes) + dropped, writer=writer)
         for add in sections:
             add(ctx)
         if compare is not None:
             other = load_run(Path(compare))
+            checked_units(other, allow_changed)
             if other.study is None and not any(other.units.values()):
                 raise RunDirectoryError(f"{compare} holds no study and no finished unit to compare with")
             compare_section(ctx, other)

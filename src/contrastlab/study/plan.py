@@ -15,7 +15,7 @@ from .. import rundir
 from ..config import METHOD_SECTIONS, StudyConfig, config_hash, to_dict
 from ..families import entry_name
 from ..rundir import PER_RUN_KINDS, unit_file, unit_id
-from .external import external_methods, file_sha256
+from .external import builtin_methods, external_methods, file_sha256
 
 RANDOM = "random"  # the random-init baseline, probed like a method
 
@@ -137,7 +137,38 @@ def plan_units(config: StudyConfig) -> list[Unit]:
             units.append(Unit("geometry", unit_id("geometry", classes=classes), key, task=t, deps=tuple(finetune_ids[t]),
                               inputs=tuple(("snapshots", unit_file(i, rundir.SNAPSHOTS)) for i in finetune_ids[t])))
     units += representation_units(config, units, pretrain_data, downstream_data, execution)
-    return units
+    position = {u.id: i for i, u in enumerate(units)}
+    return [with_input_deps(u, position) for u in units]
+
+
+def with_input_deps(unit: Unit, position: dict[str, int]) -> Unit:
+    """``unit`` depending on every unit whose files it reads (its ``inputs``) besides its own
+    ``deps``, in plan order (``position``: unit id -> index in the plan): an analysis waits for the
+    pretraining whose encoder it loads, not only for its probe's finetune unit."""
+    from dataclasses import replace
+
+    deps = set(unit.deps)
+    for _, path in unit.inputs:
+        parts = path.split("/")
+        owner = next(("/".join(parts[:k]) for k in range(len(parts) - 1, 0, -1) if "/".join(parts[:k]) in position), None)
+        if owner is not None and owner != unit.id:
+            deps.add(owner)
+    ordered = tuple(sorted(deps, key=lambda d: position.get(d, -1)))
+    return unit if ordered == unit.deps else replace(unit, deps=ordered)
+
+
+def count_units(config: StudyConfig) -> int:
+    """How many units :func:`plan_units` plans, counted without planning them (a study of very
+    many tasks is refused before its units are built)."""
+    a = config.analysis
+    encoders = len(study_methods(config))  # the random init and external methods included
+    probed, built_in = len(config.methods), len(builtin_methods(config))  # every method but the random init; those it pretrains
+    pretrained = encoders - (probed - built_in)  # external methods have no pretraining unit
+    seeds, tasks = len(config.seeds), len(config.data.tasks)
+    per_probe = sum(getattr(a, kind).enabled for kind in PER_RUN_KINDS)
+    return (pretrained * seeds + encoders * seeds * tasks + probed * seeds * tasks * per_probe
+            + built_in * seeds * tasks * a.pretraining_trajectory.enabled + tasks * a.geometry.enabled
+            + (pretrained * seeds + tasks) * a.representation.enabled)
 
 
 def pretrain_unit(config: StudyConfig, method: str, seed: int, pretrain_data: dict, model: dict, execution: dict) -> Unit:

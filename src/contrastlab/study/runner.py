@@ -9,8 +9,8 @@ from pathlib import Path
 
 from ..config import StudyConfig, config_hash, to_dict, to_yaml
 from ..distributed import barrier, is_distributed, rank
-from ..errors import CorruptFileError, Interrupted, RunDirectoryError
-from ..rundir import CONFIG_FILE, LOCK_FILE, RunLock, end_run, read_study, start_run
+from ..errors import CorruptFileError, Interrupted, RunDirectoryError, Terminated
+from ..rundir import CONFIG_FILE, LOCK_FILE, MANIFEST, STUDY_NAMES, UNIT_MARKER, RunLock, end_run, read_study, start_run
 from ..utils.io import write_text
 from ..utils.provenance import provenance
 from .context import resolve_device
@@ -53,8 +53,27 @@ def check_run_dir(config: StudyConfig, run_dir: Path, force: bool = False) -> No
             raise RunDirectoryError(
                 f"{run_dir} holds a study with another config (hash {study.get('config_hash')}, this one {digest}); "
                 "use a new --out, or --force to reuse what still matches and recompute the rest")
-    elif any(p.name != LOCK_FILE for p in run_dir.iterdir()) and not force:
-        raise RunDirectoryError(f"{run_dir} is not empty and holds no study; use a new --out, or --force to run into it anyway")
+    elif any(p.name != LOCK_FILE for p in run_dir.iterdir()):
+        if not force:
+            raise RunDirectoryError(f"{run_dir} is not empty and holds no study; use a new --out, or --force to run into it anyway")
+        foreign = foreign_paths(run_dir)
+        if foreign:
+            raise RunDirectoryError(f"{foreign[0]} was not written by a contrastlab study and --force would overwrite it; "
+                                    "move it away or use a new --out")
+
+
+def foreign_paths(run_dir: Path) -> list[Path]:
+    """Paths of ``run_dir`` (which holds no study.json) that a study would write but did not: its
+    config.yaml (a study writes it only with its study.json), or a folder of its layout holding no
+    unit (no done.json or unit.json anywhere under it)."""
+    found = []
+    for name in STUDY_NAMES:
+        path = run_dir / name
+        if not path.exists():
+            continue
+        if path.is_file() or name == CONFIG_FILE or not any(path.rglob(MANIFEST)) and not any(path.rglob(UNIT_MARKER)):
+            found.append(path)
+    return found
 
 
 def prepare_run_dir(config: StudyConfig, run_dir: Path, force: bool = False) -> int:
@@ -66,11 +85,21 @@ def prepare_run_dir(config: StudyConfig, run_dir: Path, force: bool = False) -> 
 
 
 def pending_units(config: StudyConfig, run_dir: Path) -> tuple[list[Unit], list[Unit]]:
-    """(units still to run, units already done) in plan order."""
-    units = plan_units(config)
-    done = [u for u in units if is_done(u, run_dir)]
-    done_ids = {u.id for u in done}
-    return [u for u in units if u.id not in done_ids], done
+    """(units still to run, units already done) in plan order. A unit whose dependency runs again
+    runs again too (after it: no unit reads a file while it is rewritten), transitively."""
+    todo: list[Unit] = []
+    done: list[Unit] = []
+    rerun: set[str] = set()
+    for unit in plan_units(config):  # dependencies come first
+        upstream = [d for d in unit.deps if d in rerun]
+        if upstream:
+            log.info("recomputing %s: its dependency %s runs again", unit.id, upstream[0])
+        if upstream or not is_done(unit, run_dir):
+            todo.append(unit)
+            rerun.add(unit.id)
+        else:
+            done.append(unit)
+    return todo, done
 
 
 def run_study(config: StudyConfig, run_dir: str | Path, *, force: bool = False, progress: bool = False,
@@ -78,7 +107,8 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, force: bool = False, 
     """Run every unit of the study that is not done yet, then write the report.
 
     One process writes a run directory at a time (its lock); the run is recorded in study.json's
-    history with its end and status, whatever the end (finished, interrupted, failed)."""
+    history with its end and status, whatever the end: finished (every unit and the report),
+    interrupted (Ctrl-C), terminated (SIGTERM), failed (any stage, the report included)."""
     from .launchers import run_units
 
     run_dir = Path(run_dir)
@@ -90,31 +120,34 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, force: bool = False, 
     if main_process:
         lock.acquire()
     summary = StudySummary(run_dir=run_dir, report=None)
-    status = "failed"
+    status, index, todo = "failed", -1, []
     try:
         index = prepare_run_dir(config, run_dir, force) if main_process else -1
         barrier()
         todo, done = pending_units(config, run_dir)
         summary.skipped = [u.id for u in done]
         log.info("%d units to run, %d already done", len(todo), len(done))
-        try:
-            summary.ran = run_units(todo, config, run_dir, progress=progress)
-            status = "finished"
-        except (KeyboardInterrupt, Interrupted):
-            status = "interrupted"
-            raise
-        finally:
-            if main_process:  # a cut run returns no list: count what it finished from the manifests
-                units_run = len(summary.ran) if status == "finished" else sum(is_done(u, run_dir) for u in todo)
-                end_run(run_dir, index, status, units_run)
+        summary.ran = run_units(todo, config, run_dir, progress=progress)
         if build_report and main_process:
             from ..report.build import build_report as make_report
 
             # The local launcher's jobs say how many processes this machine is meant to run at once; the
             # other launchers build the report where the study was started: there, in this process.
             workers = config.launcher.jobs if config.launcher.kind == "local" else 1
-            summary.report = make_report(run_dir, workers=workers)
+            summary.report = make_report(run_dir, workers=workers, verify=False)  # pending_units checked them
+        status = "finished"  # every stage, the report included
+    except Terminated:
+        status = "terminated"
+        raise
+    except (KeyboardInterrupt, Interrupted):
+        status = "interrupted"
+        raise
     finally:
-        lock.release()
+        try:
+            if main_process and index >= 0:  # a cut run returns no list: count what it finished from the manifests
+                units_run = len(summary.ran) if summary.ran else sum(is_done(u, run_dir) for u in todo)
+                end_run(run_dir, index, status, units_run)
+        finally:
+            lock.release()
     summary.seconds = time.perf_counter() - started
     return summary

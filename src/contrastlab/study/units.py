@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+import traceback
 from pathlib import Path
 
 from ..config import StudyConfig, to_dict
 from ..distributed import rank
-from ..errors import CorruptFileError
-from ..rundir import MANIFEST, UNIT_MARKER, changed_outputs, read_manifest, task_name, write_manifest
-from ..utils.io import read_json_object, remove_orphaned_temporaries, write_json
+from ..errors import ContrastlabError, CorruptFileError
+from ..rundir import (ERROR_LOG, MANIFEST, UNIT_MARKER, changed_outputs, check_lock_held, input_digests, read_manifest, stale_inputs,
+                      task_name, write_manifest)
+from ..utils.io import read_json_object, remove_orphaned_temporaries, write_json, write_text
 from ..utils.provenance import provenance
 from .context import StageContext, unit_context
 from .plan import Unit
@@ -39,6 +41,10 @@ def is_done(unit: Unit, run_dir: Path) -> bool:
     if problems:
         log.warning("recomputing %s: %s since it finished", unit.id, ", ".join(problems))
         return False
+    stale = stale_inputs(run_dir, manifest)
+    if stale:
+        log.warning("recomputing %s: its input %s was recomputed since it finished", unit.id, stale[0])
+        return False
     return True
 
 
@@ -57,6 +63,7 @@ def prepare_unit_folder(unit: Unit, run_dir: Path) -> Path:
         if ours:
             remove_orphaned_temporaries(folder)
             (folder / MANIFEST).unlink(missing_ok=True)  # a stale or broken manifest must not outlive a rerun
+            (folder / ERROR_LOG).unlink(missing_ok=True)  # nor the traceback of an earlier failure
         else:
             shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -74,6 +81,8 @@ def manifest_fields(ctx: StageContext, started: float, seconds: float) -> dict:
         **ctx.execution(), "versions": provenance(), "study": ctx.config.name,
         "settings": to_dict(ctx.settings), "seconds": seconds, "started": started, "finished": time.time(),
         "inputs": {role: [str(p) for p in paths] for role, paths in ctx.inputs.items()},
+        # What its producers' manifests said of the files it read: a producer recomputed since makes it stale.
+        "input_sha256": input_digests(ctx.run_dir, [p for paths in ctx.inputs.values() for p in paths]),
         **ctx.manifest,
     }
 
@@ -84,11 +93,53 @@ def run_stage(ctx: StageContext) -> float:
     STAGES[ctx.unit.kind](ctx)
     seconds = time.perf_counter() - started
     if rank() == 0:  # under torchrun every rank pretrains; rank 0 alone writes
+        check_lock_held(ctx.run_dir)  # a worker of a study that has died finishes nothing
         write_manifest(ctx.folder, manifest_fields(ctx, started_wall, seconds))
     return seconds
 
 
+# The setting that bounds a stage's memory: what an out-of-memory failure says to lower.
+MEMORY_SETTINGS = {
+    "pretrain": "pretrain.batch_size", "finetune": "finetune.batch_size", "trajectory": "finetune.batch_size",
+    "landscape": "analysis.landscape.batch_size", "sharpness": "analysis.sharpness.batch_size",
+    "robustness": "analysis.robustness.batch_size", "representation": "analysis.representation.samples",
+    "alignment": "analysis.representation.pairs", "geometry": "finetune.epochs",
+}
+_OOM_MARKS = ("DefaultCPUAllocator", "out of memory", "Cannot allocate memory")
+
+
+class UnitError(ContrastlabError):
+    """A unit failed: one line (its cause, where its traceback is); the traceback is in its error.log."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(m in str(exc) for m in _OOM_MARKS))
+
+
+def failure_line(unit: Unit, exc: BaseException, log_path: Path | None) -> str:
+    """One line for a unit that raised ``exc``: the cause (out of memory named as such, with the
+    setting to lower) and where its traceback is."""
+    text = str(exc).strip().splitlines()
+    cause = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    if isinstance(exc, ContrastlabError):
+        cause = text[0] if text else cause
+    if is_out_of_memory(exc):
+        setting = MEMORY_SETTINGS.get(unit.kind, "model.width")
+        cause = f"out of memory ({cause[:160]}); lower {setting} (--set {setting}=...) or run fewer units at once (--jobs)"
+    return cause + (f"; traceback in {log_path}" if log_path is not None else "")
+
+
 def run_unit(unit: Unit, config: StudyConfig, run_dir: Path, progress: bool = False) -> float:
-    """Run ``unit`` (resuming its own partial work), write its manifest; return seconds taken."""
-    folder = prepare_unit_folder(unit, run_dir)
-    return run_stage(unit_context(unit, config, run_dir, folder, progress))
+    """Run ``unit`` (resuming its own partial work), write its manifest; return seconds taken.
+    A failure writes its traceback to the unit's ``error.log`` and raises :class:`UnitError`, one line."""
+    folder = unit.folder(run_dir)
+    try:
+        folder = prepare_unit_folder(unit, run_dir)
+        return run_stage(unit_context(unit, config, run_dir, folder, progress))
+    except Exception as exc:
+        log_path: Path | None = folder / ERROR_LOG
+        try:
+            write_text(log_path, "".join(traceback.format_exception(exc)))
+        except (OSError, ContrastlabError):  # disk full, read-only: the line must still come out
+            log_path = None
+        raise UnitError(failure_line(unit, exc, log_path)) from None

@@ -4,8 +4,13 @@ evenly among them and, with GPUs, one GPU each (round-robin)."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -13,6 +18,7 @@ from typing import Any
 
 from ...config import StudyConfig
 from ...errors import ContrastlabError
+from ...rundir import LOCK_OWNER_ENV
 from ...utils.workers import adopt_environment, worker_context
 from ..plan import Unit
 from .loop import Backend, Outcome, UnitRunner, exception_failure
@@ -50,9 +56,47 @@ def gpu_slots(jobs: int, device: str) -> list[str] | None:
     return [ids[i % len(ids)] for i in range(jobs)]
 
 
-def _init_worker(threads: int, gpus: Any, log_level: int, environ: dict[str, str]) -> None:
-    """Runs first in every worker: the study's environment, a GPU pinned before CUDA starts, the
-    CPU threads shared out."""
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+POLL_SECONDS = 0.5  # how often a worker checks that the study's process is alive
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when its parent (the fork server, or the study for a
+    spawned worker) ends. Elsewhere, or without libc, a no-op: :func:`_watch_study` covers it."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _watch_study(study_pid: int) -> None:
+    """A daemon thread that ends this worker as soon as the study's process is gone (killed with
+    SIGKILL, which no handler sees): no unit runs on, or holds memory, for a study that has died.
+    Its partial work stays resumable (every write is atomic)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(POLL_SECONDS)
+            try:
+                os.kill(study_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+            if os.getppid() != parent:  # orphaned: its fork server is gone too
+                os._exit(1)
+
+    threading.Thread(target=watch, name="watch-study", daemon=True).start()
+
+
+def _init_worker(threads: int, gpus: Any, log_level: int, environ: dict[str, str], study_pid: int) -> None:
+    """Runs first in every worker: die with the study, the study's environment, a GPU pinned before
+    CUDA starts, the CPU threads shared out."""
+    _die_with_parent()
+    _watch_study(study_pid)
     adopt_environment(environ)
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus.get()
@@ -85,7 +129,8 @@ class LocalPool(Backend):
         log.info("local launcher: %d workers, %d threads each%s", self.limit, threads,
                  f", GPUs {','.join(slots)}" if slots else "")
         self.pool = ProcessPoolExecutor(max_workers=self.limit, mp_context=context, initializer=_init_worker,
-                                        initargs=(threads, gpus, logging.getLogger().getEffectiveLevel(), dict(os.environ)))
+                                        initargs=(threads, gpus, logging.getLogger().getEffectiveLevel(),
+                                                  {**os.environ, LOCK_OWNER_ENV: str(os.getpid())}, os.getpid()))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -115,7 +160,7 @@ class LocalPool(Backend):
     def stop(self) -> None:
         # Stop the workers now rather than let the pool wait for units that may run for hours.
         # Their partial work stays resumable.
-        log.warning("stopping %d running units; finished units are kept, run again to resume", len(self.running))
+        log.info("stopping %d running units; finished units are kept, run again to resume", len(self.running))  # the CLI says it in one line
         for process in list((getattr(self.pool, "_processes", None) or {}).values()):
             process.terminate()
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -54,6 +54,8 @@ def pending_dependencies(todo: Sequence[Unit]) -> dict[str, list[str]]:
 def first_line(exc: BaseException) -> str:
     """``ExceptionType: first line of its message``: how a failure is named in one line."""
     text = str(exc).strip().splitlines()
+    if isinstance(exc, ContrastlabError) and text:  # written for the user already: no type name
+        return text[0]
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
@@ -161,9 +163,13 @@ class Tracker:
     def failed(self, unit: Unit, message: str, cause: BaseException | None = None, details: str = "") -> None:
         if unit.id in self.running:
             self.running.remove(unit.id)
-        # The CLI prints the final error as one line; the cause's traceback is logged here.
-        log.error("unit %s failed: %s%s", unit.id, message, f"\n{details.rstrip()}" if details else "")
-        if self.failure is None:
+        # One line per failure, never a traceback (a unit's is in its error.log; any other only with -v):
+        # the first failure is the CLI's final error line, each later one is logged here.
+        first = self.failure is None
+        log.log(logging.INFO if first else logging.ERROR, "unit %s failed: %s", unit.id, message)
+        if details:
+            log.debug("unit %s failed:\n%s", unit.id, details.rstrip())
+        if first:
             self.failure = (unit.id, message, cause)
         self._describe()
 
