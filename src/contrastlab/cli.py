@@ -69,7 +69,7 @@ def study(
     if rank() == 0:
         from .report.build import summary_text
 
-        _say(summary_text(summary))
+        _say(summary_text(summary, verbose=logging.getLogger().isEnabledFor(logging.INFO)))
 
 
 def _run_single(config, kind: str, out: Path, *, method: str | None = None, seed: int | None = None, task: int | None = None,
