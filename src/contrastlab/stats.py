@@ -331,6 +331,11 @@ def t_interval(center: float, se: float, df: int, confidence: float = 0.95) -> t
     return center - half, center + half
 
 
+def f_survival(f: float, df1: int, df2: int) -> float:
+    """P(F > f) for Fisher's F with (df1, df2) degrees of freedom (scipy.stats.f.sf)."""
+    return float(_special.fdtrc(df1, df2, f))
+
+
 def t_quantile(q: float, df: float) -> float:
     """The q-quantile of Student's t with ``df`` degrees of freedom (public for the report's rescaling)."""
     return float(_special.stdtrit(df, q))

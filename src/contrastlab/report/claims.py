@@ -35,7 +35,7 @@ from itertools import combinations
 import numpy as np
 
 from ..stats import (
-    Design, equivalence_ratio, holm, holm_levels, outside_margin_p, paired_difference, pooled_spread, size_to_decide,
+    Design, equivalence_ratio, f_survival, holm, holm_levels, outside_margin_p, paired_difference, pooled_spread, size_to_decide,
     t_quantile,
 )
 
@@ -154,7 +154,22 @@ def _spread(per_run, a: str, b: str, log: bool = False) -> tuple[float, float, f
         return within, 0.0, seeds
     task_variance = float(np.var(means, ddof=1))
     noise = within ** 2 / seeds if math.isfinite(within) else 0.0
+    if noise > 0 and not task_variation_shows(task_variance / noise, len(groups) - 1, pooled_spread(groups).df):
+        return within, 0.0, seeds  # no evidence of real variation across tasks: all of it is seed noise
     return within, math.sqrt(max(0.0, task_variance - noise)), seeds
+
+
+# The between-task variance is estimated only when an F test of it has p below this ("sometimes
+# pool"): a variance component from a few tasks is so noisy that, estimated blindly, it often says
+# that no number of seeds can decide a claim which a few more seeds would.
+_TASK_VARIATION_P = 0.25
+
+
+def task_variation_shows(ratio: float, df_tasks: int, df_seeds: int) -> bool:
+    """Whether the task means vary more than their seed noise allows (F test at _TASK_VARIATION_P)."""
+    if df_tasks < 1 or df_seeds < 1 or not math.isfinite(ratio):
+        return True
+    return f_survival(ratio, df_tasks, df_seeds) < _TASK_VARIATION_P
 
 
 def _percent(level: float) -> str:
