@@ -110,6 +110,8 @@ def _method_paragraph(ctx: ReportContext, rows: list[dict], settings: ClaimSetti
             + f"Thresholds from report.claims: flatness margin {claims.flatness_margin:g}, accuracy margin "
             f"±{claims.accuracy_margin:g} points, FGSM budget ε_max = {claims.robustness_eps_max_255:g}/255. "
             "A verdict is 'supported' or 'contradicted' only when the test decides it; otherwise 'inconclusive'. "
+            "An equivalence (TOST) claim's p-value, the one adjusted, is its equivalence p-value, or where the "
+            "estimate lies beyond the margin the p-value of 'beyond the margin'. "
             "For each inconclusive claim, 'to decide' estimates the seeds per task (or, at the current seeds, the "
             "tasks) at which the same rule would decide it with 80% power if the observed effect and spreads were "
             f"the truth ('{NOT_DECIDABLE}' where the effect sits at the rule's boundary, '{NOT_BY_SEEDS}' where the "
