@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from contrastlab.report.claim_table import claims_rows
 from contrastlab.report.claims import (
-    Claim, claims_rows, flatness_claims, progress_auc, progress_claims, robustness_claims, robustness_score,
+    Claim, ClaimInputs, ClaimSettings, flatness_claims, progress_auc, progress_claims, robustness_claims, robustness_score,
 )
 from contrastlab.stats import equivalence_ratio, paired_difference
 
@@ -201,18 +202,19 @@ def test_claim3_short_curve_names_the_run():
 
 
 def test_claims_rows_for_csv():
-    rows = claims_rows(
+    rows = claims_rows(ClaimInputs(
         sharpness=sharpness_data({"simclr": 1.0, "supcon": 1.0, "supce": 1.0}, 0.02),
         sharpness_quantity="raw top eigenvalue",
         progress={"t_w": progress_data({"simclr": 0.8, "supce": 0.4, "supcon": 0.2},
                                        {"simclr": 0.9, "supce": 0.8, "supcon": 0.7}, 0.005),
                   "t_w_raw": progress_data({"simclr": 0.8, "supce": 0.4, "supcon": 0.2},
                                            {"simclr": 0.9, "supce": 0.8, "supcon": 0.7}, 0.005, seed=1)},
-        robustness=robustness_data({"simclr": 0.05, "supce": 0.3, "supcon": 0.4}, 0.005),
-        confidence=0.9, margin=2.0, eps_max=8 / 255)
+        robustness=robustness_data({"simclr": 0.05, "supce": 0.3, "supcon": 0.4}, 0.005)),
+        ClaimSettings(confidence=0.9, margin=2.0, eps_max=8 / 255))
     assert [r["claim"] for r in rows] == ["1", "1a", "1b", "1c"] + ["2a", "2b", "2c", "2d"] * 2 + ["3a", "3b"]
-    assert list(rows[0]) == ["claim", "text", "statistic", "estimate", "ci_low", "ci_high", "p_value", "n", "unit",
-                             "verdict", "rule", "note"]
+    assert list(rows[0])[:13] == ["claim", "text", "statistic", "estimate", "ci_low", "ci_high", "p_value", "n", "unit",
+                                  "verdict", "rule", "note", "p_adjusted"]
+    assert {"seeds_to_decide", "tasks_to_decide"} <= set(rows[0])
     assert all(r["verdict"] == "supported" for r in rows)
     assert "90%" in rows[4]["rule"]
     empty = claims_rows()

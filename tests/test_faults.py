@@ -430,6 +430,9 @@ def test_a_malformed_lock_is_one_line_saying_how_to_remove_it(content, tmp_path,
 def test_a_lock_of_a_live_process_that_is_not_contrastlab_is_stale(tmp_path):
     """Fault 4: a live `sleep` named by a lock is not "another contrastlab run"; a reused pid neither."""
     sleeper = subprocess.Popen(["sleep", "60"])
+    deadline = time.time() + 10
+    while not Path(f"/proc/{sleeper.pid}/cmdline").read_bytes().startswith(b"sleep") and time.time() < deadline:
+        time.sleep(0.01)  # until it has exec'd: before, /proc shows this test's command line
     try:
         for extra in ({}, {"proc_start": 1}):  # no start time: its command line decides; another start: not that run
             (tmp_path / rundir.LOCK_FILE).write_text(json.dumps({"pid": sleeper.pid, "host": os.uname().nodename,
@@ -441,8 +444,10 @@ def test_a_lock_of_a_live_process_that_is_not_contrastlab_is_stale(tmp_path):
         sleeper.kill()
         sleeper.wait()
     # a process whose command line names contrastlab is one (under xdist this test's own worker names neither it nor pytest)
-    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "contrastlab"])
+    runner = subprocess.Popen([sys.executable, "-c", "import time; print(flush=True); time.sleep(60)", "-m", "contrastlab"],
+                              stdout=subprocess.PIPE)
     try:
+        runner.stdout.readline()  # it runs its own command line now (before exec, /proc shows this test's)
         assert rundir.is_contrastlab_process(runner.pid)
     finally:
         runner.kill()

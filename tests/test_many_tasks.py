@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy import special as scipy_special
 from scipy import stats as scipy_stats
 
 from contrastlab.study.runner import run_study
@@ -29,13 +30,17 @@ def test_random_tasks_with_three_seeds_give_intervals_and_claims(tmp_path):
 
     rows = read_rows(tables / "accuracy.csv")
     assert len(rows) == 4 * 5  # three methods and the random baseline, five tasks
+    # Three seeds (< 5): the seed-to-seed spread of the logit accuracies pooled over every cell of the
+    # table, a t-interval on the logit scale around the cell's mean, back-transformed.
+    logits = [scipy_special.logit(np.clip(np.array(json.loads(row["values"])) / 100, 1e-4, 1 - 1e-4)) for row in rows]
+    df = sum(len(x) - 1 for x in logits)
+    sd = np.sqrt(sum(((x - x.mean()) ** 2).sum() for x in logits) / df)
     for row in rows:
         values = json.loads(row["values"])
-        assert int(row["n"]) == 3
-        if np.std(values) > 0:
-            low, high = scipy_stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=scipy_stats.sem(values))
-        else:  # equal values: the degenerate interval (scipy gives nan there)
-            low = high = np.mean(values)
+        assert int(row["n"]) == 3 and row["interval"] == "pooled" and int(row["df"]) == df
+        middle = scipy_special.logit(np.mean(values) / 100)
+        half = scipy_stats.t.ppf(0.975, df) * sd / np.sqrt(len(values))
+        low, high = 100 * scipy_special.expit(middle - half), 100 * scipy_special.expit(middle + half)
         assert float(row["ci_low"]) == pytest.approx(low, abs=1e-3) and float(row["ci_high"]) == pytest.approx(high, abs=1e-3)
 
     claims = read_rows(tables / "claims.csv")

@@ -131,3 +131,94 @@ def test_spearman_bootstrap_small_and_constant_inputs():
     two = spearman_bootstrap([1.0, 2.0], [3.0, 5.0])
     assert two.rho == pytest.approx(1.0) and math.isnan(two.ci_low)
     assert math.isnan(spearman_bootstrap([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]).rho)
+
+
+# --- pooled intervals, multiplicity, power, alpha spending ------------------------------------------
+
+from contrastlab import stats as cs  # noqa: E402
+
+
+def test_pooled_spread_is_the_anova_error_term():
+    groups = [[1.0, 2.0, 4.0], [10.0, 11.0], [5.0]]  # a single value adds no degree of freedom
+    squares = sum(((np.array(g) - np.mean(g)) ** 2).sum() for g in groups)
+    pooled = cs.pooled_spread(groups)
+    assert pooled.df == 3 and pooled.sd == pytest.approx(math.sqrt(squares / 3))
+    assert math.isnan(cs.pooled_spread([[1.0], [2.0]]).sd) and cs.pooled_spread([[1.0]]).df == 0
+
+
+def test_logit_interval_stays_in_range_and_matches_the_formula():
+    low, high = cs.logit_interval(52.17, 0.4, 3, 0.95)
+    centre, half = math.log(0.5217 / 0.4783), st.t.ppf(0.975, 3) * 0.4
+    assert (low, high) == pytest.approx((100 / (1 + math.exp(-(centre - half))), 100 / (1 + math.exp(-(centre + half)))))
+    wide = cs.logit_interval(99.5, 5.0, 1, 0.95)  # df 1, huge spread: still inside [0, 100]
+    assert 0 < wide[0] < 99.5 < wide[1] <= 100
+    assert cs.logit_interval(100.0, 0.0, 2) == pytest.approx((99.99, 99.99))
+    assert all(math.isnan(v) for v in cs.logit_interval(50.0, 0.1, 0))
+
+
+def _holm_reference(p):
+    """Holm from its definition: reject H_(i) while p_(j) ≤ α/(m − j + 1) for all j ≤ i; the adjusted
+    p-value is the smallest α at which H_i is rejected."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    out = [0.0] * m
+    for rank, i in enumerate(order):
+        out[i] = min(1.0, max(p[order[j]] * (m - j) for j in range(rank + 1)))
+    return out
+
+
+def test_holm_against_its_definition_and_nan_is_not_counted():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = list(rng.uniform(0, 0.2, rng.integers(1, 12)))
+        assert cs.holm(p) == pytest.approx(_holm_reference(p))
+    adjusted = cs.holm([0.01, float("nan"), 0.04])
+    assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.04)
+    assert cs.holm_levels([0.03, 0.01, 0.2], 0.05) == pytest.approx([0.025, 0.05 / 3, 0.05])
+
+
+def test_equivalence_difference_is_tost_on_the_mean_difference():
+    e = cs.equivalence_difference(A, B, 0.05, 0.95)
+    d = np.array(A) - np.array(B)
+    se = d.std(ddof=1) / math.sqrt(d.size)
+    p = max(st.t.sf((d.mean() + 0.05) / se, d.size - 1), st.t.cdf((d.mean() - 0.05) / se, d.size - 1))
+    half = st.t.ppf(0.95, d.size - 1) * se
+    assert (e.estimate, e.ci_low, e.ci_high, e.p_value) == pytest.approx((d.mean(), d.mean() - half, d.mean() + half, p))
+    assert e.equivalent == (p < 0.05) and e.ci_level == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("effect, bound", [(0.8, None), (0.0, None), (0.2, 1.0), (1.6, 1.0)])
+def test_decision_power_matches_simulation(effect, bound):
+    design = cs.Design(within_sd=1.0, between_sd=0.5, seeds=3, tasks=6)
+    rng = np.random.default_rng(1)
+    draws = 20000
+    task_effects = effect + rng.normal(0, 0.5, (draws, 6)) + rng.normal(0, 1.0, (draws, 6, 3)).mean(axis=2)
+    mean, se = task_effects.mean(axis=1), task_effects.std(axis=1, ddof=1) / math.sqrt(6)
+    alpha = 0.05
+    if bound is None:
+        decided = np.abs(mean / se) > st.t.ppf(1 - alpha / 2, 5)
+    else:
+        c = st.t.ppf(1 - alpha, 5)
+        inside = (mean - c * se > -bound) & (mean + c * se < bound)
+        outside = (mean - c * se > bound) | (mean + c * se < -bound)
+        decided = outside if abs(effect) >= bound else inside
+    assert cs.decision_power(effect, design, alpha, bound) == pytest.approx(decided.mean(), abs=0.015)
+
+
+def test_size_to_decide_is_the_first_size_with_the_power():
+    design = cs.Design(within_sd=1.0, between_sd=0.0, seeds=2, tasks=1)
+    n = cs.size_to_decide(1.0, design, 0.05, vary="seeds")
+    power = lambda k: cs.decision_power(1.0, cs.Design(1.0, 0.0, k, 1), 0.05)  # noqa: E731
+    assert power(n) >= 0.8 > power(n - 1) and n == 10  # the textbook paired-t size for d = 1
+    assert cs.size_to_decide(0.0, design, 0.05, vary="seeds") is None  # at the boundary: never
+    tasks = cs.Design(within_sd=1.0, between_sd=0.6, seeds=2, tasks=4)
+    assert cs.size_to_decide(0.5, tasks, 0.05, vary="seeds") is None  # between-task spread: seeds cannot
+    assert cs.size_to_decide(0.5, tasks, 0.05, vary="tasks") > 4
+
+
+def test_obrien_fleming_spending():
+    assert cs.obrien_fleming_spent(1.0, 0.05) == pytest.approx(0.05)
+    assert cs.obrien_fleming_spent(0.5, 0.05) == pytest.approx(2 - 2 * st.norm.cdf(st.norm.ppf(0.975) / math.sqrt(0.5)))
+    levels = cs.look_levels([2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0], 0.05)
+    assert sum(levels) == pytest.approx(0.05) and levels[0] < 0.001 and all(v > 0 for v in levels)
+    assert levels == sorted(levels)  # O'Brien–Fleming: strict early, most of α kept for the last looks

@@ -51,6 +51,9 @@ def study(
     jobs: Optional[int] = typer.Option(None, "--jobs", help="units run at once by the local launcher"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show the progress display"),
     yes: bool = typer.Option(False, "--yes", help="run a study of more than 10,000 units (UNIT_BUDGET)"),
+    until_decided: bool = typer.Option(False, "--until-decided", help="add seeds round by round until every claim is decided"),
+    max_seeds: Optional[int] = typer.Option(None, "--max-seeds", help="with --until-decided: the most seeds per method"),
+    max_hours: Optional[float] = typer.Option(None, "--max-hours", help="with --until-decided: start no round that would end later"),
 ) -> None:
     """Run the whole study: pretrain -> probes -> analyses -> report. Resumes after any interruption."""
     overrides = list(set_)
@@ -75,11 +78,17 @@ def study(
     init_from_env(config.device)  # under torchrun: join the process group
     if rank() == 0:
         _say(f"study: {units:,} units (pretraining, probes, analyses) into {out}")
-    summary = run_study(config, out, force=force, progress=progress and rank() == 0)
+    rounds = ""
+    if until_decided or max_seeds is not None or max_hours is not None:
+        from .study.sequential import run_sequential_cli
+
+        summary, rounds = run_sequential_cli(config, out, (until_decided, max_seeds, max_hours), force=force, progress=progress)
+    else:
+        summary = run_study(config, out, force=force, progress=progress and rank() == 0)
     if rank() == 0:
         from .report.build import summary_text
 
-        _say(summary_text(summary))
+        _say(summary_text(summary, verbose=logging.getLogger().isEnabledFor(logging.INFO)) + rounds)
 
 
 def _run_single(config, kind: str, out: Path, *, method: str | None = None, seed: int | None = None, task: int | None = None,

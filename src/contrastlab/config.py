@@ -265,6 +265,9 @@ class ClaimsConfig:
 
     flatness_margin: float = 2.0  # claim 1: sharpness ratios within [1/m, m] count as "similarly flat"
     robustness_eps_max_255: float = 8.0  # claim 3: area under accuracy-vs-eps over [0, this/255] (pixel units)
+    # families' transfer claim: "B transfers as well as A" when probe accuracies agree within ± this many points (TOST)
+    accuracy_margin: float = 1.0
+    adjust: str = "holm"  # multiplicity over all claims tested together: "holm" (family-wise) or "none"
 
 
 @dataclass

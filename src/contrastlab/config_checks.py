@@ -207,6 +207,8 @@ def validate(config: StudyConfig) -> None:
     _check(0 < config.report.confidence < 1, f"report.confidence must be in (0, 1), got {config.report.confidence}")
     _check(config.report.claims.flatness_margin > 1, f"report.claims.flatness_margin must be > 1, got {config.report.claims.flatness_margin}")
     _positive_finite("report.claims.robustness_eps_max_255", config.report.claims.robustness_eps_max_255)
+    _positive_finite("report.claims.accuracy_margin", config.report.claims.accuracy_margin)
+    _one_of("report.claims.adjust", config.report.claims.adjust, ("holm", "none"))
 
     _one_of("launcher.kind", config.launcher.kind, ("sequential", "local", "slurm"))
     _at_least("launcher.jobs", config.launcher.jobs, 1)

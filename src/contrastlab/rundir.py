@@ -336,6 +336,17 @@ def start_run(run_dir: Path, config_hash: str, name: str, config: dict, provenan
     return len(history) - 1
 
 
+def note_run(run_dir: Path, fields: dict, index: int = -1) -> None:
+    """Add ``fields`` to history entry ``index`` of ``study.json`` (default: the last run), e.g. the
+    round of a study run with --until-decided; nothing without a study or a history."""
+    study = read_study(run_dir)
+    history = (study or {}).get("history") or []
+    if not history or not -len(history) <= index < len(history):
+        return
+    history[index].update(fields)
+    write_json(Path(run_dir) / STUDY_FILE, study)
+
+
 def end_run(run_dir: Path, index: int, status: str, units_run: int) -> None:
     """Close history entry ``index`` with its end time, status and the number of units it ran."""
     study = read_study(run_dir)

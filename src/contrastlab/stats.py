@@ -267,3 +267,254 @@ def spearman_bootstrap(x: Sequence[float], y: Sequence[float], n_boot: int = 200
     tail = 100.0 * (1.0 - confidence) / 2.0
     low, high = np.percentile(boot, [tail, 100.0 - tail])
     return Correlation(n, rho, float(low), float(high), p, confidence)
+
+
+# --- intervals that respect their range, under a pooled model -----------------------------------
+
+# Proportions of exactly 0 or 1 have no logit: they are moved this far inside (a fraction of the range).
+_PROPORTION_CLIP = 1e-4
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """Seed-to-seed spread pooled over groups (cells): sd with ``df`` = Σ(n_g − 1) degrees of freedom."""
+
+    sd: float
+    df: int
+
+
+def pooled_spread(groups: Sequence[Sequence[float]]) -> Pooled:
+    """Pooled within-group sd, sqrt(Σ (n_g − 1) s_g² / Σ (n_g − 1)), over groups of ≥ 2 values.
+
+    The one-way ANOVA error term: every group may have its own mean, the spread around it is
+    assumed common. No group with two values: sd nan, df 0."""
+    squares, df = 0.0, 0
+    for group in groups:
+        x = _as_values(group)
+        if x.size >= 2:
+            squares += float(((x - x.mean()) ** 2).sum())
+            df += int(x.size) - 1
+    return Pooled(math.sqrt(squares / df) if df else NAN, df)
+
+
+def logit(p: np.ndarray | float) -> np.ndarray:
+    """log(p / (1 − p)) of proportions in [0, 1], clipped to [1e-4, 1 − 1e-4] so that 0 and 1 stay finite."""
+    p = np.clip(np.asarray(p, dtype=np.float64), _PROPORTION_CLIP, 1.0 - _PROPORTION_CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+def expit(x: np.ndarray | float) -> np.ndarray:
+    """The inverse of :func:`logit`: 1 / (1 + e^−x)."""
+    return _special.expit(np.asarray(x, dtype=np.float64))
+
+
+def logit_interval(center: float, se_logit: float, df: int, confidence: float = 0.95,
+                   scale: float = 100.0) -> tuple[float, float]:
+    """Student-t interval on the logit scale, back-transformed: (low, high) within [0, scale].
+
+    ``center`` is a proportion on [0, scale] (e.g. a mean accuracy in %), ``se_logit`` the standard
+    error of its logit. df < 1 or a nan se: (nan, nan)."""
+    confidence = _check_confidence(confidence)
+    if df < 1 or not math.isfinite(se_logit):
+        return NAN, NAN
+    middle = float(logit(center / scale))
+    half = _t_quantile(0.5 + confidence / 2, df) * se_logit
+    return float(scale * expit(middle - half)), float(scale * expit(middle + half))
+
+
+def t_interval(center: float, se: float, df: int, confidence: float = 0.95) -> tuple[float, float]:
+    """center ± t_{df} · se; (nan, nan) when df < 1 or se is nan."""
+    confidence = _check_confidence(confidence)
+    if df < 1 or not math.isfinite(se):
+        return NAN, NAN
+    half = _t_quantile(0.5 + confidence / 2, df) * se
+    return center - half, center + half
+
+
+def f_survival(f: float, df1: int, df2: int) -> float:
+    """P(F > f) for Fisher's F with (df1, df2) degrees of freedom (scipy.stats.f.sf)."""
+    return float(_special.fdtrc(df1, df2, f))
+
+
+def t_quantile(q: float, df: float) -> float:
+    """The q-quantile of Student's t with ``df`` degrees of freedom (public for the report's rescaling)."""
+    return float(_special.stdtrit(df, q))
+
+
+# --- multiplicity -------------------------------------------------------------------------------
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values: p_(i) · (m − i + 1), made monotone, capped at 1.
+
+    A claim is rejected at family-wise level α exactly when its adjusted p < α (ties resolved as in
+    the step-down procedure). nan p-values (untestable claims) stay nan and do not count in m."""
+    p = np.asarray(p_values, dtype=np.float64).reshape(-1)
+    out = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(np.isfinite(p))
+    m = tested.size
+    if m == 0:
+        return out.tolist()
+    order = tested[np.argsort(p[tested], kind="stable")]
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, p[index] * (m - rank)))
+        out[index] = running
+    return out.tolist()
+
+
+def holm_levels(p_values: Sequence[float], alpha: float) -> list[float]:
+    """The level each claim is compared with in Holm's procedure, α / (m − rank): the smallest p
+    meets α/m, the next α/(m − 1), ...; nan for an untestable claim."""
+    p = np.asarray(p_values, dtype=np.float64).reshape(-1)
+    out = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(np.isfinite(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    for rank, index in enumerate(order):
+        out[index] = alpha / (tested.size - rank)
+    return out.tolist()
+
+
+# --- equivalence of a difference ---------------------------------------------------------------
+
+
+def equivalence_difference(a: Sequence[float], b: Sequence[float], margin: float,
+                           confidence: float = 0.95) -> Equivalence:
+    """TOST that the mean paired difference a − b lies within (−margin, margin).
+
+    As :func:`equivalence_ratio` but on the raw scale: interval at level 1 − 2α of the mean
+    difference, p the larger one-sided p-value; ``estimate``, ``ci_low``, ``ci_high`` are differences."""
+    confidence = _check_confidence(confidence)
+    margin = float(margin)
+    if not margin > 0.0:
+        raise ValueError(f"an equivalence margin of a difference must be > 0, got {margin}")
+    a, b = _pair(a, b)
+    alpha = 1.0 - confidence
+    level = 1.0 - 2.0 * alpha
+    if level <= 0.0:
+        raise ValueError(f"TOST needs confidence > 0.5 (interval at 1 − 2α), got {confidence}")
+    d = a - b
+    n = int(d.size)
+    if n < 2:
+        return Equivalence(n, float(d.mean()) if n else NAN, NAN, NAN, level, NAN, False, margin)
+    mean, std = float(d.mean()), float(d.std(ddof=1))
+    if _is_flat(np.concatenate([a, b]), std):
+        p = 0.0 if abs(mean) < margin else 1.0
+        return Equivalence(n, mean, mean, mean, level, p, p < alpha, margin)
+    se = std / math.sqrt(n)
+    p = max(_t_cdf(-(mean + margin) / se, n - 1), _t_cdf((mean - margin) / se, n - 1))
+    half = _t_quantile(1.0 - alpha, n - 1) * se
+    return Equivalence(n, mean, mean - half, mean + half, level, p, p < alpha, margin)
+
+
+def outside_margin_p(estimate: float, se: float, df: int, bound: float) -> float:
+    """One-sided p of "the effect lies beyond ±bound" on the side of ``estimate``: the test behind a
+    TOST claim's "contradicted" (its 1 − 2α interval entirely outside the margin)."""
+    if df < 1 or not math.isfinite(se):
+        return NAN
+    if se <= 0.0:
+        return 0.0 if abs(estimate) > bound else 1.0
+    return _t_cdf(-(abs(estimate) - bound) / se, df)
+
+
+# --- how many seeds or tasks would decide a claim ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Design:
+    """Where a paired claim's noise comes from, for its power at other sizes.
+
+    A unit is a task (tasks ≥ 2: its value is the mean over ``seeds`` seeds) or a seed (a single
+    task). The variance of one task's mean difference is between_sd² + within_sd² / seeds: the
+    difference's real variation across tasks plus the seed-to-seed noise averaged over seeds."""
+
+    within_sd: float  # seed-to-seed sd of a paired difference within a task (pooled over tasks)
+    between_sd: float  # sd of the true per-task differences across tasks (0 with a single task)
+    seeds: int
+    tasks: int
+
+    def standard_error(self) -> tuple[float, int]:
+        """(standard error of the mean difference, its degrees of freedom)."""
+        if self.tasks >= 2:
+            variance = self.between_sd ** 2 + self.within_sd ** 2 / self.seeds
+            return math.sqrt(variance / self.tasks), self.tasks - 1
+        return self.within_sd / math.sqrt(self.seeds), self.seeds - 1
+
+
+def _beyond(df: int, ncp: float, critical: float) -> float:
+    """P(T' > critical) for the noncentral t with ``df`` and noncentrality ``ncp``. Where scipy's
+    series gives no number (large ncp), the normal approximation Φ((ncp − c) / √(1 + c²/2df))."""
+    below = float(_special.nctdtr(df, ncp, critical))
+    if math.isfinite(below):
+        return 1.0 - below
+    return float(_special.ndtr((ncp - critical) / math.sqrt(1.0 + critical * critical / (2.0 * df))))
+
+
+def decision_power(effect: float, design: Design, alpha: float, bound: float | None = None) -> float:
+    """Probability that the claim's rule decides it at ``design``'s size when the true effect is ``effect``.
+
+    bound None: the directional rule (two-sided interval at 1 − α excludes 0). With a bound (an
+    equivalence margin on the effect's scale): "supported" needs the 1 − 2α interval inside
+    (−bound, bound) when |effect| < bound (TOST), "contradicted" needs it beyond the bound otherwise."""
+    se, df = design.standard_error()
+    if df < 1 or not math.isfinite(se) or not math.isfinite(effect):
+        return NAN
+    if se <= 0.0:
+        return 1.0 if (bound is None and effect != 0.0) or (bound is not None and abs(effect) != bound) else 0.0
+    if bound is None:
+        critical = _t_quantile(1.0 - alpha / 2.0, df)
+        return _beyond(df, effect / se, critical) + 1.0 - _beyond(df, effect / se, -critical)
+    critical = _t_quantile(1.0 - alpha, df)
+    if abs(effect) >= bound:
+        return _beyond(df, (abs(effect) - bound) / se, critical)
+    both = _beyond(df, (effect + bound) / se, critical) + _beyond(df, (bound - effect) / se, critical) - 1.0
+    return max(0.0, both)
+
+
+def size_to_decide(effect: float, design: Design, alpha: float, *, vary: str, bound: float | None = None,
+                   power: float = 0.8, cap: int = 1000) -> int | None:
+    """The smallest number of seeds (vary="seeds") or tasks (vary="tasks"), above the design's own,
+    at which :func:`decision_power` reaches ``power``; None if it does not by ``cap`` (the effect sits
+    at the decision boundary: 0 for the directional rule, the margin for an equivalence)."""
+    if vary not in ("seeds", "tasks"):
+        raise ValueError(f"vary must be 'seeds' or 'tasks', got {vary!r}")
+    start = (design.seeds if vary == "seeds" else design.tasks) + 1
+    size_of = (lambda k: Design(design.within_sd, design.between_sd, k, design.tasks)) if vary == "seeds" \
+        else (lambda k: Design(design.within_sd, design.between_sd, design.seeds, k))
+    if not (decision_power(effect, size_of(cap), alpha, bound) >= power):
+        return None
+    low, high = start, cap  # power grows with size: bisect for the first size that reaches it
+    while low < high:
+        middle = (low + high) // 2
+        if decision_power(effect, size_of(middle), alpha, bound) >= power:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+# --- repeated looks: alpha spending ------------------------------------------------------------
+
+
+def obrien_fleming_spent(fraction: float, alpha: float) -> float:
+    """Lan–DeMets O'Brien–Fleming-type spending function: α(t) = 2 − 2Φ(z_{1−α/2} / √t).
+
+    The error allowed to be spent by information fraction t ∈ (0, 1] (α(1) = α; tiny early on)."""
+    if not 0.0 < fraction:
+        return 0.0
+    fraction = min(1.0, float(fraction))
+    return float(2.0 - 2.0 * _special.ndtr(_special.ndtri(1.0 - alpha / 2.0) / math.sqrt(fraction)))
+
+
+def look_levels(fractions: Sequence[float], alpha: float) -> list[float]:
+    """Each look's test level: the α spent between it and the previous look, α(t_k) − α(t_{k−1}).
+
+    Testing look k at its increment bounds the chance of any false decision over all looks by
+    Σ increments = α(t_last) ≤ α (a union bound: it holds whatever the looks' correlation, so it is
+    conservative). ``fractions``: information fractions of the looks, increasing."""
+    levels, spent = [], 0.0
+    for fraction in fractions:
+        total = obrien_fleming_spent(fraction, alpha)
+        levels.append(max(0.0, total - spent))
+        spent = max(spent, total)
+    return levels

@@ -22,8 +22,9 @@ from .. import rundir
 from ..errors import RunDirectoryError
 from ..utils.io import write_text
 from . import html as h
-from .context import ReportContext, RunInfo, load_run, order_methods
+from .context import ReportContext, RunInfo, load_run, order_methods, run_families
 from .figure_writer import FigureWriter
+from .palette import use_families
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,9 @@ def build_report(run_dir: str | Path, compare: str | Path | None = None, *, work
         _complete(run, collected.values)
         ctx = ReportContext(run=run, results=collected.values, curves=collected.curves, out=rundir.report_dir(run_dir),
                             notes=list(collected.notes) + dropped, writer=writer)
-        for add in sections:
-            add(ctx)
+        with use_families(run_families(run)):  # every figure colours methods by family (palette.py)
+            for add in sections:
+                add(ctx)
         if compare is not None:
             other = load_run(Path(compare))
             checked_units(other, allow_changed)
@@ -142,15 +144,20 @@ def build_report(run_dir: str | Path, compare: str | Path | None = None, *, work
     return write_text(rundir.report_page(run_dir), h.page(title, _intro(run), ctx.sections))
 
 
-def summary_text(summary) -> str:
-    """The one-screen summary the CLI prints after a study."""
+def summary_text(summary, verbose: bool = False) -> str:
+    """The one-screen summary the CLI prints after a study: the accuracy table, then one line counting
+    the claims' verdicts (every claim with ``verbose``)."""
     lines = [f"study finished in {summary.seconds:.0f} s: {len(summary.ran)} units run, {len(summary.skipped)} already done"]
-    accuracy = rundir.report_dir(summary.run_dir) / rundir.REPORT_TABLES / "accuracy.md"
+    tables = rundir.report_dir(summary.run_dir) / rundir.REPORT_TABLES
+    accuracy = tables / "accuracy.md"
     if accuracy.exists():
         lines += ["", "probe accuracy (%), mean [confidence interval] over seeds:", accuracy.read_text().rstrip()]
-    notes = rundir.report_dir(summary.run_dir) / rundir.REPORT_TABLES / "summary.md"
-    if notes.exists() and notes.read_text().strip():
-        lines += ["", notes.read_text().rstrip()]
+    verdicts, claims = tables / "verdicts.txt", tables / "summary.md"
+    if verbose and claims.exists() and claims.read_text().strip():
+        lines += ["", claims.read_text().rstrip()]
+    if verdicts.exists():
+        where = f"{summary.report}#claims" if summary.report is not None else str(tables / "claims.csv")
+        lines += ["", f"claims: {verdicts.read_text().strip()}; details: {where}"]
     if summary.report is not None:
-        lines += ["", f"report: {summary.report}"]
+        lines += [f"report: {summary.report}"]
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from .. import rundir
 from . import html as h
 from ..config import PAPER_TASKS, ReportConfig
-from ..families import entry_name
+from ..families import entry_name, method_families
 from .figure_writer import FigureWriter
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def _of_this_study(unit: rundir.UnitRecord, config: dict) -> bool:
     another configuration, units of the old one stay on disk (nothing finished is deleted) but are
     not this study's results. Without a study config every unit counts."""
     tasks = {rundir.task_name(c) for c in (config.get("data") or {}).get("tasks") or []}
-    methods = {entry_name(e) for e in config.get("methods") or ()} | {"random"}
+    methods = set(config_methods(config)) | {"random"}
     seeds = set(config.get("seeds") or ())
     return ((not tasks or unit.task is None or unit.task in tasks)
             and (len(methods) == 1 or unit.method is None or unit.method in methods)
@@ -109,10 +109,23 @@ def load_run(run_dir: str | Path) -> RunInfo:
         if _of_this_study(unit, config):
             units.setdefault(unit.kind, []).append(unit)
     present = [u for kind in units.values() for u in kind]
-    methods = order_methods({u.method for u in present if u.method}, [entry_name(e) for e in config.get("methods") or ()])
+    methods = order_methods({u.method for u in present if u.method}, config_methods(config))
     tasks = order_tasks({u.task for u in present if u.task}, config.get("data", {}).get("tasks"))
     seeds = sorted({int(u.seed) for u in present if u.seed is not None} | set(config.get("seeds") or ()))
     return RunInfo(run_dir, study, config, units, methods, tasks, seeds, report_settings(config))
+
+
+def config_methods(config: dict) -> list[str]:
+    """The method names of a stored config's ``methods`` (entries are names or external mappings)."""
+    return [entry_name(entry) for entry in config.get("methods") or ()]
+
+
+def run_families(run: RunInfo) -> dict[str, str]:
+    """{method: family} of every method of the run: the stored config's entries (external ones name
+    theirs), then the built-in family of any other method present, "unknown" for the rest."""
+    families = method_families(run.config.get("methods") or (), random_baseline=True)
+    others = method_families([m for m in run.methods if m not in families], random_baseline=False)
+    return {**families, **others}
 
 
 def unit_settings(unit: rundir.UnitRecord, sidecar: dict | None = None) -> dict:

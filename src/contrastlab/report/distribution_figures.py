@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .geometry_figures import method_colors
+from .palette import method_colors
 
 # Half-width of the horizontal jitter of the strip points, in units of the spacing between methods.
 _JITTER = 0.18

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from .geometry_figures import method_colors
+from .palette import method_colors
 
 
 def plot_pretraining_curves(curves: Mapping[str, Mapping[int, list[dict]]]) -> Figure:

@@ -4,7 +4,7 @@ the progress t_w against epoch.
 Plain functions over arrays: each returns the figure (a matplotlib ``Figure`` built without
 pyplot, so no global state and no display is touched, or an HTML string for plotly) and writes
 a file only when given a path. Colours identify the pretraining method, identically in every
-figure (:func:`method_colors`); within a trajectory, shades go from light (epoch 0) to the full
+figure (:func:`contrastlab.report.palette.method_colors`); within a trajectory, shades go from light (epoch 0) to the full
 colour (last epoch).
 """
 
@@ -20,24 +20,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ..utils.io import atomic_path, write_text
+from .palette import method_colors
 
-# Fixed colours for the study's methods (matched case-insensitively); others get the next
-# colour of a qualitative palette in order of appearance.
-_KNOWN_METHOD_COLORS = {"simclr": "#1f77b4", "supcon": "#2ca02c", "supce": "#d62728", "random": "#7f7f7f"}
-_PALETTE = ["#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939"]
 _TRUTH_LABEL = "P* (truth)"
 # Lightness of epoch 0 within a trajectory: share of the method colour mixed into white.
 _FIRST_EPOCH_SHADE = 0.25
-
-
-def method_colors(methods: Iterable[str]) -> dict[str, str]:
-    """A hex colour per method name, stable across figures (known names have fixed colours)."""
-    result: dict[str, str] = {}
-    spare = iter(_PALETTE * 8)
-    for method in methods:
-        if method not in result:
-            result[method] = _KNOWN_METHOD_COLORS.get(method.lower()) or next(spare)
-    return result
 
 
 def _epoch_shades(color: str, n_epochs: int) -> np.ndarray:

@@ -23,7 +23,7 @@ from mpl_toolkits.mplot3d import Axes3D  # noqa: F401 - registers the "3d" proje
 
 from ..analysis.surface_grid import Surface
 from ..utils.io import atomic_path
-from .geometry_figures import method_colors
+from .palette import method_colors
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .geometry_figures import method_colors
+from .palette import method_colors
 
 # (column of trajectory.csv, axis label, scale): accuracies in %, t_w as is
 TRAJECTORY_PANELS = (("val_accuracy", "probe accuracy (%)", 100.0), ("knn_accuracy", "k-NN accuracy (%)", 100.0),

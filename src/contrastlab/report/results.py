@@ -28,6 +28,7 @@ class Quantity:
     label: str
     fmt: str  # format spec of a number in the HTML
     short: str = ""  # a figure panel's title
+    bounds: tuple[float, float] | None = None  # a proportion's range: its intervals stay inside it
 
     @property
     def title(self) -> str:
@@ -35,8 +36,8 @@ class Quantity:
 
 
 QUANTITIES = {q.key: q for q in (
-    Quantity("probe_accuracy", "linear-probe validation accuracy (%)", ".2f", "probe accuracy (%)"),
-    Quantity("knn_accuracy", "k-NN accuracy on frozen features (%)", ".2f", "k-NN accuracy (%)"),
+    Quantity("probe_accuracy", "linear-probe validation accuracy (%)", ".2f", "probe accuracy (%)", (0.0, 100.0)),
+    Quantity("knn_accuracy", "k-NN accuracy on frozen features (%)", ".2f", "k-NN accuracy (%)", (0.0, 100.0)),
     Quantity("t_w", "final progress t_w", ".3f", "final t_w"),
     Quantity("t_w_raw", "final progress t_w (raw-p formula)", ".3f"),
     Quantity("sharpness_top_normalized", "top Hessian eigenvalue, filter-normalized", ".4g", "top eigenvalue (filter-normalized)"),

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from ..analysis.attacks import RobustnessCurve
 from ..utils.io import atomic_path
-from .geometry_figures import method_colors
+from .palette import method_colors
 
 log = logging.getLogger(__name__)
 

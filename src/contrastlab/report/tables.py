@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 import math
 from collections.abc import Callable, Mapping
 from itertools import combinations
@@ -55,9 +56,83 @@ def summary(values, confidence: float) -> dict:
     return {k: (int(s[k]) if k == "n" else _number(s[k])) for k in ("n", "mean", "std", "ci_low", "ci_high")}
 
 
+# Cells with fewer seeds than this borrow the seed-to-seed spread of every cell of the table: a
+# t-interval from 2 seeds has 1 degree of freedom (a 95% half-width of 12.7 standard errors).
+POOL_BELOW = 5
+
+
+@dataclass(frozen=True)
+class CellModel:
+    """How a table's intervals are computed: on which scale, with which spread."""
+
+    bounds: tuple[float, float] | None  # a proportion's range (e.g. (0, 100)): logit scale; None: raw
+    pooled: stats.Pooled | None  # the spread pooled over cells (None: each cell its own)
+    cells: int  # cells behind the pooled spread
+
+    def transform(self, values) -> np.ndarray:
+        x = np.asarray(list(values), dtype=np.float64)
+        return stats.logit(x / self.bounds[1]) if self.bounds else x
+
+    def describe(self, confidence: float) -> str:
+        scale = (f"logit-scale t-interval back-transformed, so it stays within [{self.bounds[0]:g}, {self.bounds[1]:g}]"
+                 if self.bounds else "t-interval")
+        if self.pooled is None:
+            return f"{confidence:.0%} {scale}, each cell with its own seeds' spread (df = n − 1)"
+        return (f"{confidence:.0%} {scale}, with the seed-to-seed spread pooled over the table's {self.cells} "
+                f"method × task cells (df = {self.pooled.df})")
+
+
+def cell_model(by_key: Mapping[tuple[str, str], Mapping[int, float]], bounds: tuple[float, float] | None) -> CellModel:
+    """Pooled when some cell has fewer than :data:`POOL_BELOW` seeds, else each cell its own."""
+    groups = [list(seeds.values()) for seeds in by_key.values() if seeds]
+    model = CellModel(bounds, None, len(groups))
+    if groups and min(len(g) for g in groups) < POOL_BELOW:
+        pooled = stats.pooled_spread([model.transform(g) for g in groups])
+        return CellModel(bounds, pooled if pooled.df >= 1 else None, sum(len(g) >= 2 for g in groups))
+    return model
+
+
+def model_interval(model: CellModel, mean: float, se: float, df: int, confidence: float) -> tuple[float, float]:
+    """The interval of ``mean`` with standard error ``se`` on the model's scale (logit se for a proportion)."""
+    if model.bounds:
+        return stats.logit_interval(mean, se, df, confidence, scale=model.bounds[1])
+    return stats.t_interval(mean, se, df, confidence)
+
+
+def cell_interval(model: CellModel, values: list[float], confidence: float) -> tuple[float, float, int]:
+    """(ci_low, ci_high, df) of one cell's mean under ``model``."""
+    n = len(values)
+    if model.pooled is not None:
+        sd, df = model.pooled.sd, model.pooled.df
+    else:
+        sd, df = (float(np.std(model.transform(values), ddof=1)), n - 1) if n >= 2 else (math.nan, 0)
+    low, high = model_interval(model, float(np.mean(values)), sd / math.sqrt(n), df, confidence)
+    return _number(low), _number(high), df
+
+
+def pooled_mean_interval(model: CellModel, cells: list[list[float]], confidence: float) -> dict:
+    """Mean over tasks of the per-task means and its interval with the tasks fixed (only seed noise):
+    var = Σ σ²/n_t / T², on the logit scale through the delta method for a proportion."""
+    means = [float(np.mean(v)) for v in cells]
+    mean, tasks = float(np.mean(means)), len(cells)
+    spread = model.pooled or stats.pooled_spread([model.transform(v) for v in cells])
+    if model.bounds:
+        scale = model.bounds[1]
+        slopes = [(m / scale) * (1 - m / scale) for m in means]  # d p / d logit(p) at each task's mean
+        p = stats.expit(stats.logit(mean / scale))
+        variance = sum((g * spread.sd) ** 2 / len(v) for g, v in zip(slopes, cells)) / tasks ** 2
+        se = math.sqrt(variance) / max(float(p * (1 - p)), 1e-12)
+    else:
+        se = math.sqrt(sum(spread.sd ** 2 / len(v) for v in cells)) / tasks
+    low, high = model_interval(model, mean, se, spread.df, confidence)
+    return {"n": sum(len(v) for v in cells), "mean": _number(mean), "ci_low": _number(low), "ci_high": _number(high)}
+
+
 def seed_rows(by_key: Mapping[tuple[str, str], Mapping[int, float]], methods: list[str], tasks: list[str],
-              confidence: float) -> list[dict]:
-    """One row per (method, task) that has values: its summary over seeds and the seeds' values."""
+              confidence: float, model: CellModel | None = None) -> list[dict]:
+    """One row per (method, task) that has values: mean, std and n over seeds, the interval of
+    ``model`` (default: each cell's own t-interval) with its df, and the seeds' values."""
+    model = model or CellModel(None, None, 0)
     rows = []
     for method in methods:
         for task in tasks:
@@ -65,8 +140,10 @@ def seed_rows(by_key: Mapping[tuple[str, str], Mapping[int, float]], methods: li
             if not seeds:
                 continue
             s = summary(seeds.values(), confidence)
+            low, high, df = cell_interval(model, list(seeds.values()), confidence)
             rows.append({"method": method, "task": task, "mean": s["mean"], "std": s["std"], "n": s["n"],
-                         "ci_low": s["ci_low"], "ci_high": s["ci_high"],
+                         "ci_low": low, "ci_high": high, "df": df,
+                         "interval": "pooled" if model.pooled is not None else "own",
                          "seeds": json.dumps(sorted(seeds)), "values": json.dumps([round(seeds[k], 6) for k in sorted(seeds)])})
     return rows
 

@@ -1,4 +1,5 @@
-"""What this run says: the paper's three claims tested on the run's own numbers (report/claims.py)."""
+"""What this run says: the paper's three claims and the families' claims, tested on the run's own
+numbers (report/claims.py, report/family_claims.py), decided together (Holm) at the report's level."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import math
 from ... import rundir
 from ...utils.io import read_json, write_text
 from .. import html as h
-from ..claims import claims_rows
-from ..context import ReportContext, Section, unit_settings
+from ..claim_table import claims_rows
+from ..claims import INCONCLUSIVE, NOT_BY_SEEDS, NOT_DECIDABLE, VERDICTS, ClaimInputs, ClaimSettings
+from ..context import ReportContext, Section, run_families, unit_settings
+from ..looks import current_look
 from ..tables import write_table
 
 SHARPNESS = (("sharpness_top_normalized", "top eigenvalue of the filter-normalized Hessian"),
@@ -23,19 +26,28 @@ def _attack_space(ctx: ReportContext) -> str:
     return str(unit_settings(units[0], read_json(sidecar) if sidecar.exists() else {}).get("space", "pixel"))
 
 
+def claim_settings(ctx: ReportContext) -> ClaimSettings:
+    """The claims' settings: report.claims, the report's confidence and, in a sequential study, the look's α."""
+    run, claims = ctx.run, ctx.run.report.claims
+    look = current_look(run.study, len(run.seeds), 1.0 - run.confidence)
+    return ClaimSettings(confidence=run.confidence, margin=claims.flatness_margin, accuracy_margin=claims.accuracy_margin,
+                         eps_max=claims.robustness_eps_max_255 / 255, attack_space=_attack_space(ctx),
+                         adjust=claims.adjust, look_alpha=look.alpha if look else None)
+
+
 def claim_rows(ctx: ReportContext) -> list[dict]:
     """The claims table: every row of :func:`claims_rows` on this run's per-seed results."""
-    run, claims = ctx.run, ctx.run.report.claims
     key, quantity = next(((k, q) for k, q in SHARPNESS if k in ctx.results), SHARPNESS[-1])
     progress = {f: ctx.curves[f] for f in ("t_w", "t_w_raw") if ctx.curves.get(f)}
     fgsm = {k: {s: c[:2] for s, c in seeds.items()} for k, seeds in ctx.curves.get("fgsm", {}).items()} or None
-    kwargs = dict(sharpness=ctx.results.get(key), sharpness_quantity=quantity, progress=progress or None,
-                  attack_space=_attack_space(ctx), confidence=run.confidence, margin=claims.flatness_margin,
-                  eps_max=claims.robustness_eps_max_255 / 255)
+    inputs = ClaimInputs(sharpness=ctx.results.get(key), sharpness_quantity=quantity, progress=progress or None,
+                         robustness=fgsm, accuracy=ctx.results.get("probe_accuracy"), families=run_families(ctx.run))
+    settings = claim_settings(ctx)
     try:
-        return claims_rows(robustness=fgsm, **kwargs)
+        return claims_rows(inputs, settings)
     except ValueError as error:  # an FGSM curve that cannot be scored (e.g. its ε grid stops short of ε_max)
-        rows = claims_rows(robustness=None, **kwargs)
+        inputs.robustness = None
+        rows = claims_rows(inputs, settings)
         for row in rows:
             if row["claim"] == "3":
                 row["note"] = f"FGSM results cannot be scored: {error}"
@@ -46,34 +58,78 @@ def _number(value: float, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if math.isfinite(value) else "—"
 
 
+def _to_decide(row: dict) -> str:
+    seeds, tasks = str(row.get("seeds_to_decide") or ""), str(row.get("tasks_to_decide") or "")
+    if row["verdict"] != INCONCLUSIVE or not (seeds or tasks):
+        return ""
+    if seeds == NOT_DECIDABLE:
+        return NOT_DECIDABLE
+    seeds_text = f"{seeds} seeds per task" if seeds.isdigit() else seeds
+    tasks_text = f"{tasks} tasks" if tasks.isdigit() else tasks
+    return f"{seeds_text}; or {tasks_text}"
+
+
 def _shown(row: dict) -> dict:
     interval = (f" [{_number(row['ci_low'])}, {_number(row['ci_high'])}]"
                 if math.isfinite(row["ci_low"]) and math.isfinite(row["ci_high"]) else "")
     return {"claim": row["claim"], "statement": row["text"], "verdict": row["verdict"],
             "statistic": row["statistic"], "estimate [CI]": _number(row["estimate"]) + interval,
-            "n": f"{row['n']} {row['unit']}".strip(), "p": _number(row["p_value"]), "rule": row["rule"], "note": row["note"]}
+            "n": f"{row['n']} {row['unit']}".strip(), "p": _number(row["p_value"]),
+            "p (adjusted)": _number(row.get("p_adjusted", math.nan)), "to decide (80% power)": _to_decide(row),
+            "rule": row["rule"], "note": row["note"]}
 
 
 def summary_lines(rows: list[dict]) -> list[str]:
-    """One line per claim row, for tables/summary.md and the CLI's summary."""
+    """One line per claim row, for tables/summary.md and the CLI's verbose summary."""
     return [f"claim {r['claim']} {r['verdict']}: {r['text']} ({r['statistic']} {_shown(r)['estimate [CI]']}"
-            f"{', ' + r['note'] if r['note'] else ''})" for r in rows]
+            f"{', ' + r['note'] if r['note'] else ''}"
+            f"{'; to decide: ' + _to_decide(r) if _to_decide(r) else ''})" for r in rows]
+
+
+def verdict_counts(rows: list[dict]) -> str:
+    """"1 supported, 0 contradicted, 13 inconclusive (seeds to decide: 3–9)": the console's one line."""
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+    text = ", ".join(f"{counts[v]} {v}" for v in VERDICTS)
+    sizes = sorted(int(s) for r in rows if r["verdict"] == INCONCLUSIVE
+                   for s in [str(r.get("seeds_to_decide") or "")] if s.isdigit())
+    if sizes:
+        text += f" (seeds to decide: {sizes[0]}–{sizes[-1]})" if sizes[0] != sizes[-1] else f" (seeds to decide: {sizes[0]})"
+    return text
+
+
+def _method_paragraph(ctx: ReportContext, rows: list[dict], settings: ClaimSettings) -> str:
+    run, claims = ctx.run, ctx.run.report.claims
+    tested = sum(math.isfinite(float(r["p_value"])) and r["test"] != "derived" for r in rows)
+    adjust = (f"Holm's step-down procedure over all {tested} tested claims (family-wise error ≤ {settings.alpha:.3g}): "
+              "a verdict needs p_adjusted < α, and each interval is drawn at its claim's Holm level"
+              if claims.adjust == "holm" else f"each of the {tested} tested claims at α = {settings.alpha:.3g}, "
+                                              "without adjustment for multiplicity (report.claims.adjust: none)")
+    look = current_look(run.study, len(run.seeds), 1.0 - run.confidence)
+    return (f"The original study's three claims, and the families' claims (paired over tasks, each family's value "
+            f"on a task the mean of its methods), each tested on this run's numbers. {tested} claims were tested, "
+            f"decided with {adjust}. "
+            + (look.text() + ". " if look else "")
+            + f"Thresholds from report.claims: flatness margin {claims.flatness_margin:g}, accuracy margin "
+            f"±{claims.accuracy_margin:g} points, FGSM budget ε_max = {claims.robustness_eps_max_255:g}/255. "
+            "A verdict is 'supported' or 'contradicted' only when the test decides it; otherwise 'inconclusive'. "
+            "An equivalence (TOST) claim's p-value, the one adjusted, is its equivalence p-value, or where the "
+            "estimate lies beyond the margin the p-value of 'beyond the margin'. "
+            "For each inconclusive claim, 'to decide' estimates the seeds per task (or, at the current seeds, the "
+            "tasks) at which the same rule would decide it with 80% power if the observed effect and spreads were "
+            f"the truth ('{NOT_DECIDABLE}' where the effect sits at the rule's boundary, '{NOT_BY_SEEDS}' where the "
+            "spread across tasks dominates). Pairs are tasks when two or more tasks are shared, else seeds.")
 
 
 def conclusions_section(ctx: ReportContext) -> None:
-    run = ctx.run
-    section = Section("What this run says", "summary")
+    section = Section("What this run says", "claims")
     rows = claim_rows(ctx)
     write_table(ctx.table_dir, "claims", rows)
     write_text(ctx.table_dir / "summary.md", "".join(f"- {line}\n" for line in summary_lines(rows)))
-    section.body.append(h.paragraph(
-        f"The original study's three claims, each tested on this run's numbers at {run.confidence:.0%} confidence "
-        f"(thresholds from report.claims: flatness margin {run.report.claims.flatness_margin:g}, FGSM budget "
-        f"ε_max = {run.report.claims.robustness_eps_max_255:g}/255). A verdict is 'supported' or 'contradicted' only "
-        "when the interval decides it; otherwise 'inconclusive' (more seeds or tasks would decide). Pairs are tasks "
-        "when two or more tasks are shared, else seeds."))
-    section.body.append(h.table([_shown(r) for r in rows], ["claim", "statement", "verdict", "statistic", "estimate [CI]", "n", "p", "note"],
-                                cell_class="verdict"))
+    write_text(ctx.table_dir / "verdicts.txt", verdict_counts(rows) + "\n")
+    section.body.append(h.paragraph(_method_paragraph(ctx, rows, claim_settings(ctx))))
+    columns = ["claim", "statement", "verdict", "statistic", "estimate [CI]", "n", "p", "p (adjusted)",
+               "to decide (80% power)", "note"]
+    section.body.append(h.table([_shown(r) for r in rows], columns, cell_class="verdict"))
     section.body.append(h.details("decision rules", h.table([_shown(r) for r in rows], ["claim", "rule"])))
     if ctx.notes:
         section.body.append("<ul class='notes'>" + "".join(f"<li>{h.esc(n)}</li>" for n in ctx.notes) + "</ul>")

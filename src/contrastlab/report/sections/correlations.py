@@ -14,7 +14,7 @@ import math
 from ... import stats
 from .. import html as h
 from ..context import ReportContext, Section
-from ..geometry_figures import method_colors
+from ..palette import method_colors
 from ..results import QUANTITIES
 from ..tables import as_dict, write_table
 

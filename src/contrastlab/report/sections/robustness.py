@@ -12,7 +12,7 @@ from ...utils.io import read_json
 from .. import html as h
 from ..context import ReportContext, Section, unit_settings
 from ..robustness_figures import RobustnessData, plot_robustness_curves
-from ..tables import summary, write_table
+from ..tables import cell_interval, cell_model, summary, write_table
 from .common import quantity_table
 
 ATTACKS = ("fgsm", "pgd")
@@ -41,19 +41,25 @@ def stacked(seeds: dict[int, tuple]) -> RobustnessData:
 
 
 def _curve_rows(ctx: ReportContext, attack: str, curves) -> list[dict]:
-    """One row per (task, method, ε): accuracy summarized over seeds, mean loss."""
+    """One row per (task, method, ε): accuracy over seeds with the accuracy tables' interval (logit
+    scale, so within [0, 1]; the seed spread pooled over the cells of the same ε when seeds are few), mean loss."""
+    stacks = {(task, method): stacked(curves[task][method]) for task in ctx.run.tasks for method in ctx.run.methods
+              if curves.get(task, {}).get(method)}
+    models = {}
+    for data in stacks.values():
+        for j, e in enumerate(data.eps):
+            models.setdefault(round(float(e) * 255, 3), []).append(list(data.accuracy[:, j]))
+    models = {e: cell_model(dict(enumerate(dict(enumerate(v)) for v in cells)), (0.0, 1.0)) for e, cells in models.items()}
     rows = []
-    for task in ctx.run.tasks:
-        for method in ctx.run.methods:
-            if not curves.get(task, {}).get(method):
-                continue
-            data = stacked(curves[task][method])
-            for j, e in enumerate(data.eps):
-                s = summary(data.accuracy[:, j], ctx.run.confidence)
-                rows.append({"attack": attack, "task": task, "method": method, "eps_255": round(float(e) * 255, 3),
-                             "accuracy": s["mean"], "std": s["std"], "n": s["n"], "ci_low": s["ci_low"],
-                             "ci_high": s["ci_high"], "values": json.dumps([round(float(v), 6) for v in data.accuracy[:, j]]),
-                             "loss": round(float(data.loss[:, j].mean()), 6)})
+    for (task, method), data in stacks.items():
+        for j, e in enumerate(data.eps):
+            eps_255 = round(float(e) * 255, 3)
+            s = summary(data.accuracy[:, j], ctx.run.confidence)
+            low, high, _ = cell_interval(models[eps_255], list(data.accuracy[:, j]), ctx.run.confidence)
+            rows.append({"attack": attack, "task": task, "method": method, "eps_255": eps_255,
+                         "accuracy": s["mean"], "std": s["std"], "n": s["n"], "ci_low": low, "ci_high": high,
+                         "values": json.dumps([round(float(v), 6) for v in data.accuracy[:, j]]),
+                         "loss": round(float(data.loss[:, j].mean()), 6)})
     return rows
 
 

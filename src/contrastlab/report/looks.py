@@ -1,0 +1,53 @@
+"""The looks of a study run with ``--until-decided``: which look a report is, and its test level.
+
+``contrastlab study --until-decided`` (study/sequential.py) adds seeds round by round and records
+each round in study.json's history as ``{"sequential": {"seeds": n, "max_seeds": N, ...}}``. Each
+round's report is one look at the claims; the looks share the error budget α through a Lan–DeMets
+O'Brien–Fleming-type spending function over the information fraction n / N
+(:func:`contrastlab.stats.look_levels`), so that the chance of any false verdict over all looks
+stays ≤ α.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..stats import look_levels, obrien_fleming_spent
+
+SEQUENTIAL = "sequential"  # the key of a round's record in a study.json history entry
+
+
+@dataclass(frozen=True)
+class Look:
+    number: int  # this look, 1-based
+    seeds: int  # seeds per method at this look
+    max_seeds: int  # the planned maximum (--max-seeds)
+    alpha: float  # this look's test level: the α spent since the previous look
+    spent: float  # α spent up to and including this look
+    total: float  # the whole budget α
+
+    def text(self) -> str:
+        return (f"look {self.number} of a sequential study (seeds {self.seeds} of at most {self.max_seeds}): "
+                f"tested at α = {self.alpha:.3g}, the increment of a Lan–DeMets O'Brien–Fleming-type spending "
+                f"function at information fraction {self.seeds}/{self.max_seeds} ({self.spent:.3g} of α = "
+                f"{self.total:g} spent over {self.number} look{'s' if self.number != 1 else ''})")
+
+
+def rounds(study: dict | None) -> list[dict]:
+    """The sequential records of the study's history, in order."""
+    return [entry[SEQUENTIAL] for entry in (study or {}).get("history") or []
+            if isinstance(entry, dict) and isinstance(entry.get(SEQUENTIAL), dict)]
+
+
+def current_look(study: dict | None, seeds: int, alpha: float) -> Look | None:
+    """The look a report of ``seeds`` seeds is, or None for a study not run with --until-decided.
+
+    Looks are the distinct seed counts the rounds reached up to ``seeds`` (a look repeated after an
+    interruption sees the same data and spends nothing more)."""
+    records = rounds(study)
+    if not records:
+        return None
+    max_seeds = int(records[-1]["max_seeds"])
+    counts = sorted({int(r["seeds"]) for r in records if int(r["seeds"]) <= seeds} | {seeds})
+    levels = look_levels([c / max_seeds for c in counts], alpha)
+    return Look(len(counts), seeds, max_seeds, levels[-1], obrien_fleming_spent(seeds / max_seeds, alpha), alpha)
