@@ -13,7 +13,8 @@ import math
 from collections.abc import Mapping
 from typing import Optional
 
-from .config import METHOD_SECTIONS, StudyConfig, read_config
+from .config import (METHOD_SECTIONS, DataConfig, FinetuneConfig, LandscapeConfig, ModelConfig, PretrainConfig, ReportConfig,
+                     RobustnessConfig, SharpnessConfig, StudyConfig, read_config)
 from .errors import ConfigError
 from .families import BUILTIN_FAMILIES, FAMILIES, entry_name, family_of
 
@@ -106,15 +107,23 @@ def check_device(name: str) -> None:
 
 def validate(config: StudyConfig) -> None:
     """Every check a kernel would otherwise make minutes later: one line naming the key and the valid range."""
-    from .data import dataset_classes
-
     check_methods(config)
     _check(bool(config.seeds), "seeds is empty; give at least one seed")
     _check(len(set(config.seeds)) == len(config.seeds), f"seeds must be distinct (a repeated seed reruns the same thing), got {list(config.seeds)}")
     _one_of("precision", config.precision, PRECISIONS)
     check_device(config.device)
+    _check_data(config.data)
+    _check_model(config.model)
+    _check_pretrain(config.pretrain, config.data)
+    _check_finetune(config.finetune)
+    _check_analysis(config)
+    _check_report(config.report)
+    _check_launcher_and_externals(config)
 
-    d = config.data
+
+def _check_data(d: DataConfig) -> None:
+    from .data import dataset_classes
+
     for key in ("image_size", "channels", "pretrain_per_class", "downstream_train_per_class", "downstream_test_per_class"):
         _at_least(f"data.{key}", getattr(d, key), 1)
     n_downstream = dataset_classes(d.downstream)
@@ -123,13 +132,15 @@ def validate(config: StudyConfig) -> None:
         for c in task:
             _check(0 <= c < n_downstream, f"task {task}: class {c} is not a class of {d.downstream} (classes 0..{n_downstream - 1})")
 
-    m = config.model
+
+def _check_model(m: ModelConfig) -> None:
     _at_least("model.width", m.width, 1)
     _one_of("model.stem", m.stem, STEMS)
     _check(m.stem == "cifar" or m.encoder == "resnet18", f"model.stem={m.stem} needs model.encoder=resnet18, got '{m.encoder}'")
     _at_least("model.projection_dim", m.projection_dim, 1)
 
-    p = config.pretrain
+
+def _check_pretrain(p: PretrainConfig, d: DataConfig) -> None:
     _at_least("pretrain.epochs", p.epochs, 1)
     _at_least("pretrain.batch_size", p.batch_size, 2, " (a contrastive batch needs negatives; BatchNorm needs two samples)")
     _at_least("pretrain.views", p.views, 2)
@@ -151,7 +162,8 @@ def validate(config: StudyConfig) -> None:
     for epoch in p.checkpoint_epochs:
         _check(0 <= epoch <= p.epochs, f"pretrain.checkpoint_epochs: {epoch} is not an epoch of 0..{p.epochs}")
 
-    f = config.finetune
+
+def _check_finetune(f: FinetuneConfig) -> None:
     _one_of("finetune.mode", f.mode, ("linear", "full"))
     _one_of("finetune.analysis_split", f.analysis_split, ("train", "test"))
     _one_of("finetune.normalization", f.normalization, ("pretrain", "downstream"))
@@ -164,37 +176,16 @@ def validate(config: StudyConfig) -> None:
     _check(math.isfinite(f.weight_decay) and f.weight_decay >= 0, f"finetune.weight_decay must be a finite number >= 0, got {f.weight_decay}")
     _check(0 <= f.min_lr_ratio <= 1, f"finetune.min_lr_ratio must be in [0, 1], got {f.min_lr_ratio}")
 
-    ways = min(len(t) for t in d.tasks)
+
+def _check_analysis(config: StudyConfig) -> None:
+    ways = min(len(t) for t in config.data.tasks)
     a = config.analysis
-    ls = a.landscape
-    _check(ls.grid >= 3 and ls.grid % 2 == 1, f"analysis.landscape.grid must be odd and >= 3 (so that θ* is a grid point), got {ls.grid}")
-    _positive_finite("analysis.landscape.span", ls.span)
-    _one_of("analysis.landscape.params", ls.params, LANDSCAPE_PARAMS)
-    _at_least("analysis.landscape.samples", ls.samples, ways, " (one sample per class of a task)")
-    _at_least("analysis.landscape.batch_size", ls.batch_size, 1)
-    _one_of("analysis.landscape.direction_seed", ls.direction_seed, ("shared", "per_model"))
-    _one_of("analysis.landscape.ignore", ls.ignore, ("biasbn", "none"))
-    _one_of("analysis.landscape.normalization", ls.normalization, ("filter", "layer", "none"))
-    sh = a.sharpness
-    _one_of("analysis.sharpness.params", sh.params, LANDSCAPE_PARAMS)
-    _at_least("analysis.sharpness.samples", sh.samples, ways, " (one sample per class of a task)")
-    _at_least("analysis.sharpness.top_k", sh.top_k, 1)
-    _at_least("analysis.sharpness.iters", sh.iters, sh.top_k, " (Lanczos needs at least top_k steps)")
-    _at_least("analysis.sharpness.trace_samples", sh.trace_samples, 3, " (Hutch++ splits its probes in three)")
-    _one_of("analysis.sharpness.normalization", sh.normalization, ("filter", "none"))
-    _at_least("analysis.sharpness.batch_size", sh.batch_size, 1)
-    _check(0 <= sh.tol < 1, f"analysis.sharpness.tol must be in [0, 1), got {sh.tol}")
-    r = a.robustness
-    for attack in r.attacks:
-        _one_of("analysis.robustness.attacks", attack, ("fgsm", "pgd"))
-    _check(bool(r.eps_255) and all(math.isfinite(e) and e >= 0 for e in r.eps_255),
-           f"analysis.robustness.eps_255 must be finite numbers >= 0, got {list(r.eps_255)}")
-    _one_of("analysis.robustness.space", r.space, ("pixel", "normalized"))
-    _at_least("analysis.robustness.pgd_steps", r.pgd_steps, 1)
-    _at_least("analysis.robustness.samples", r.samples, ways, " (one sample per class of a task)")
-    _at_least("analysis.robustness.batch_size", r.batch_size, 1)
+    _check_landscape(a.landscape, ways)
+    _check_sharpness(a.sharpness, ways)
+    _check_robustness(a.robustness, ways)
     _at_least("analysis.geometry.n_components", a.geometry.n_components, 1)
     _one_of("analysis.geometry.truth_copies", a.geometry.truth_copies, ("one", "per_seed"))
+    p = config.pretrain
     saved = saved_checkpoint_epochs(p.epochs, p.checkpoint_epochs, p.checkpoint_every)
     for epoch in a.pretraining_trajectory.epochs or []:
         _check(epoch in saved, f"analysis.pretraining_trajectory.epochs: pretraining saves no checkpoint at epoch {epoch}; "
@@ -204,12 +195,49 @@ def validate(config: StudyConfig) -> None:
     _at_least("analysis.representation.samples", rep.samples, 4, " (CKA needs a few samples)")
     _at_least("analysis.representation.pairs", rep.pairs, 2, " (uniformity needs two images)")
 
-    _check(0 < config.report.confidence < 1, f"report.confidence must be in (0, 1), got {config.report.confidence}")
-    _check(config.report.claims.flatness_margin > 1, f"report.claims.flatness_margin must be > 1, got {config.report.claims.flatness_margin}")
-    _positive_finite("report.claims.robustness_eps_max_255", config.report.claims.robustness_eps_max_255)
-    _positive_finite("report.claims.accuracy_margin", config.report.claims.accuracy_margin)
-    _one_of("report.claims.adjust", config.report.claims.adjust, ("holm", "none"))
 
+def _check_landscape(ls: LandscapeConfig, ways: int) -> None:
+    _check(ls.grid >= 3 and ls.grid % 2 == 1, f"analysis.landscape.grid must be odd and >= 3 (so that θ* is a grid point), got {ls.grid}")
+    _positive_finite("analysis.landscape.span", ls.span)
+    _one_of("analysis.landscape.params", ls.params, LANDSCAPE_PARAMS)
+    _at_least("analysis.landscape.samples", ls.samples, ways, " (one sample per class of a task)")
+    _at_least("analysis.landscape.batch_size", ls.batch_size, 1)
+    _one_of("analysis.landscape.direction_seed", ls.direction_seed, ("shared", "per_model"))
+    _one_of("analysis.landscape.ignore", ls.ignore, ("biasbn", "none"))
+    _one_of("analysis.landscape.normalization", ls.normalization, ("filter", "layer", "none"))
+
+
+def _check_sharpness(sh: SharpnessConfig, ways: int) -> None:
+    _one_of("analysis.sharpness.params", sh.params, LANDSCAPE_PARAMS)
+    _at_least("analysis.sharpness.samples", sh.samples, ways, " (one sample per class of a task)")
+    _at_least("analysis.sharpness.top_k", sh.top_k, 1)
+    _at_least("analysis.sharpness.iters", sh.iters, sh.top_k, " (Lanczos needs at least top_k steps)")
+    _at_least("analysis.sharpness.trace_samples", sh.trace_samples, 3, " (Hutch++ splits its probes in three)")
+    _one_of("analysis.sharpness.normalization", sh.normalization, ("filter", "none"))
+    _at_least("analysis.sharpness.batch_size", sh.batch_size, 1)
+    _check(0 <= sh.tol < 1, f"analysis.sharpness.tol must be in [0, 1), got {sh.tol}")
+
+
+def _check_robustness(r: RobustnessConfig, ways: int) -> None:
+    for attack in r.attacks:
+        _one_of("analysis.robustness.attacks", attack, ("fgsm", "pgd"))
+    _check(bool(r.eps_255) and all(math.isfinite(e) and e >= 0 for e in r.eps_255),
+           f"analysis.robustness.eps_255 must be finite numbers >= 0, got {list(r.eps_255)}")
+    _one_of("analysis.robustness.space", r.space, ("pixel", "normalized"))
+    _at_least("analysis.robustness.pgd_steps", r.pgd_steps, 1)
+    _at_least("analysis.robustness.samples", r.samples, ways, " (one sample per class of a task)")
+    _at_least("analysis.robustness.batch_size", r.batch_size, 1)
+
+
+def _check_report(report: ReportConfig) -> None:
+    _check(0 < report.confidence < 1, f"report.confidence must be in (0, 1), got {report.confidence}")
+    _check(report.claims.flatness_margin > 1, f"report.claims.flatness_margin must be > 1, got {report.claims.flatness_margin}")
+    _positive_finite("report.claims.robustness_eps_max_255", report.claims.robustness_eps_max_255)
+    _positive_finite("report.claims.accuracy_margin", report.claims.accuracy_margin)
+    _one_of("report.claims.adjust", report.claims.adjust, ("holm", "none"))
+
+
+def _check_launcher_and_externals(config: StudyConfig) -> None:
     _one_of("launcher.kind", config.launcher.kind, ("sequential", "local", "slurm"))
     _at_least("launcher.jobs", config.launcher.jobs, 1)
     if any(isinstance(e, Mapping) for e in config.methods):  # last: reads every external checkpoint once
