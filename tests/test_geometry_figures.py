@@ -7,7 +7,7 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
-from contrastlab.report.geometry_figures import inpca_map_html, method_colors, plot_inpca_map, plot_progress_curves
+from contrastlab.report.geometry_figures import HtmlEmbed, inpca_map_html, method_colors, plot_inpca_map, plot_progress_curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -53,12 +53,12 @@ def test_inpca_map_2d_when_two_components(tmp_path):
 def test_inpca_map_html_snippet_and_page(tmp_path):
     runs, methods = trajectories(3)
     snippet = inpca_map_html(runs, methods, truth_coords=np.ones(3), explained=[0.5, 0.2, 0.1],
-                             include_plotlyjs=False, div_id="map-task0")
+                             embed=HtmlEmbed(include_plotlyjs=False, div_id="map-task0"))
     assert snippet.lstrip().startswith("<div") and "<html" not in snippet
     assert 'id="map-task0"' in snippet and "scatter3d" in snippet
     assert "P* (truth)" in snippet and "simclr-seed10, epoch 5" in snippet
     path = tmp_path / "map.html"
-    page = inpca_map_html(runs, methods, truth_coords=np.ones(3), full_page=True, path=path)
+    page = inpca_map_html(runs, methods, truth_coords=np.ones(3), embed=HtmlEmbed(full_page=True), path=path)
     assert "<html>" in page and page.rstrip().endswith("</html>") and path.read_text() == page
     assert len(page) > 1_000_000  # plotly.js embedded: the page works offline
 

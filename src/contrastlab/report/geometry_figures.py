@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -123,17 +124,29 @@ def plot_inpca_map(coords_by_run: Mapping[str, np.ndarray], method_of_run: Mappi
     return figure
 
 
+@dataclass(frozen=True)
+class HtmlEmbed:
+    """How a plotly figure becomes HTML.
+
+    full_page: a whole HTML page instead of a ``<div>`` snippet. include_plotlyjs is passed to
+    plotly: True embeds the library inline (self-contained, works offline), False leaves it to the
+    page that embeds several figures. div_id: the id of the figure's ``<div>``.
+    """
+
+    full_page: bool = False
+    include_plotlyjs: bool | str = True
+    div_id: str = "inpca-map"
+    height_px: int = 650
+
+
 def inpca_map_html(coords_by_run: Mapping[str, np.ndarray], method_of_run: Mapping[str, str],
                    truth_coords: np.ndarray | None = None, explained: Sequence[float] | None = None,
                    eigenvalues: Sequence[float] | None = None, path: str | os.PathLike | None = None,
-                   title: str | None = None, full_page: bool = False, include_plotlyjs: bool | str = True,
-                   div_id: str = "inpca-map", height_px: int = 650) -> str:
+                   title: str | None = None, embed: HtmlEmbed = HtmlEmbed()) -> str:
     """Interactive (plotly) InPCA map; same inputs as :func:`plot_inpca_map`.
 
-    Returns a ``<div>`` snippet, or a whole HTML page with ``full_page``. ``include_plotlyjs``
-    is passed to plotly: True embeds the library inline (self-contained, works offline), False
-    leaves it to the page that embeds several figures. Hovering a point names its run and epoch.
-    Writes the HTML to ``path`` when given.
+    Returns a ``<div>`` snippet, or a whole HTML page with ``embed.full_page`` (see :class:`HtmlEmbed`).
+    Hovering a point names its run and epoch. Writes the HTML to ``path`` when given.
     """
     import plotly.graph_objects as go
 
@@ -158,14 +171,14 @@ def inpca_map_html(coords_by_run: Mapping[str, np.ndarray], method_of_run: Mappi
                                  marker=dict(color="black", size=8 if three_d else 14,
                                              symbol="diamond" if three_d else "star")))
     titles = _axis_titles(3 if three_d else 2, explained, eigenvalues)
-    layout = dict(title=title or "InPCA of fine-tuning trajectories", height=height_px, legend=dict(itemsizing="constant"))
+    layout = dict(title=title or "InPCA of fine-tuning trajectories", height=embed.height_px, legend=dict(itemsizing="constant"))
     if three_d:
         layout["scene"] = dict(xaxis_title=titles[0], yaxis_title=titles[1], zaxis_title=titles[2])
     else:
         layout.update(xaxis_title=titles[0], yaxis_title=titles[1])
     figure.update_layout(**layout)
-    html = figure.to_html(full_html=full_page, include_plotlyjs=include_plotlyjs, div_id=div_id,
-                          default_height=f"{height_px}px")
+    html = figure.to_html(full_html=embed.full_page, include_plotlyjs=embed.include_plotlyjs, div_id=embed.div_id,
+                          default_height=f"{embed.height_px}px")
     if path is not None:
         write_text(path, html)
     return html
@@ -176,6 +189,37 @@ def _curves(values, task: str, method: str) -> np.ndarray:
     if curves.ndim != 2:
         raise ValueError(f"progress[{task!r}][{method!r}] must be (seeds, epochs), got shape {curves.shape}")
     return curves
+
+
+def _draw_progress_panel(axes, task: str, by_method: Mapping[str, np.ndarray], raw_by_method: Mapping[str, np.ndarray],
+                         reference: Mapping[str, float] | None, colors: Mapping[str, str]) -> None:
+    """One task's panel: mean ± std per method, the reference final values, then the raw-p curves dashed."""
+    for method, values in by_method.items():
+        curves = _curves(values, task, method)
+        epochs = np.arange(curves.shape[1])
+        mean = curves.mean(axis=0)
+        color = colors[method]
+        axes.plot(epochs, mean, color=color)
+        if curves.shape[0] >= 2:
+            spread = curves.std(axis=0, ddof=1)
+            axes.fill_between(epochs, mean - spread, mean + spread, color=color, alpha=0.2, linewidth=0)
+        if reference is not None and method in reference:
+            axes.scatter([epochs[-1]], [reference[method]], s=50, facecolors="none",
+                         edgecolors=color, linewidths=1.5, zorder=3)
+    for method, values in raw_by_method.items():
+        curves = _curves(values, task, method)
+        axes.plot(np.arange(curves.shape[1]), curves.mean(axis=0), color=colors[method],
+                  linestyle="--", linewidth=1.0)
+
+
+def _progress_legend(colors: Mapping[str, str], with_raw: bool, with_reference: bool) -> list[Line2D]:
+    handles = [Line2D([], [], color=color, label=method) for method, color in colors.items()]
+    if with_raw:
+        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1.0, label="raw-p formula"))
+    if with_reference:
+        handles.append(Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="none",
+                              label="original study (final, raw-p)"))
+    return handles
 
 
 def plot_progress_curves(progress: Mapping[str, Mapping[str, np.ndarray]], path: str | os.PathLike | None = None,
@@ -203,22 +247,8 @@ def plot_progress_curves(progress: Mapping[str, Mapping[str, np.ndarray]], path:
     grid = figure.subplots(n_rows, n_cols, sharey=True, squeeze=False)
     for index, task in enumerate(tasks):
         axes = grid[index // n_cols][index % n_cols]
-        for method, values in progress[task].items():
-            curves = _curves(values, task, method)
-            epochs = np.arange(curves.shape[1])
-            mean = curves.mean(axis=0)
-            color = colors[method]
-            axes.plot(epochs, mean, color=color)
-            if curves.shape[0] >= 2:
-                spread = curves.std(axis=0, ddof=1)
-                axes.fill_between(epochs, mean - spread, mean + spread, color=color, alpha=0.2, linewidth=0)
-            if reference_final is not None and method in reference_final.get(task, {}):
-                axes.scatter([epochs[-1]], [reference_final[task][method]], s=50, facecolors="none",
-                             edgecolors=color, linewidths=1.5, zorder=3)
-        for method, values in ((raw_progress or {}).get(task) or {}).items():
-            curves = _curves(values, task, method)
-            axes.plot(np.arange(curves.shape[1]), curves.mean(axis=0), color=colors[method],
-                      linestyle="--", linewidth=1.0)
+        _draw_progress_panel(axes, task, progress[task], ((raw_progress or {}).get(task) or {}),
+                             None if reference_final is None else reference_final.get(task, {}), colors)
         axes.set_title(str(task), fontsize=9)
         axes.set_xlabel("epoch")
         axes.set_ylim(0.0, 1.0)
@@ -227,12 +257,7 @@ def plot_progress_curves(progress: Mapping[str, Mapping[str, np.ndarray]], path:
             axes.set_ylabel("progress $t_w$")
     for index in range(len(tasks), n_rows * n_cols):  # unused cells of the grid
         grid[index // n_cols][index % n_cols].set_visible(False)
-    handles = [Line2D([], [], color=color, label=method) for method, color in colors.items()]
-    if raw_progress:
-        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1.0, label="raw-p formula"))
-    if reference_final is not None:
-        handles.append(Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="none",
-                              label="original study (final, raw-p)"))
+    handles = _progress_legend(colors, bool(raw_progress), reference_final is not None)
     grid[0][0].legend(handles=handles, fontsize=7, loc="lower right", title="mean ± std over seeds", title_fontsize=7)
     if title:
         figure.suptitle(title)

@@ -10,7 +10,7 @@ from ... import rundir
 from ...utils.io import load_array
 from .. import html as h
 from ..context import ReportContext, Section
-from ..geometry_figures import inpca_map_html, plot_inpca_map, plot_progress_curves
+from ..geometry_figures import HtmlEmbed, inpca_map_html, plot_inpca_map, plot_progress_curves
 from ..tables import PAPER_FINAL_PROGRESS
 from .common import quantity_table
 
@@ -45,8 +45,8 @@ def _inpca(ctx: ReportContext, unit, task: str, first: bool) -> list[str]:
     eigenvalues = ", ".join(f"{v:+.4g}" for v in meta["eigenvalues"])
     # plotly.js is inlined once, with the first interactive map; the others use it.
     return [f"<h3>InPCA of the probes' trajectories, {h.esc(task)}</h3>", h.img(figure, f"InPCA map, {task} (3 leading components)"),
-            inpca_map_html(coords_by_run, method_of_run, title=f"InPCA (interactive), {task}", include_plotlyjs=first,
-                           div_id=f"inpca-{task}", **kwargs),
+            inpca_map_html(coords_by_run, method_of_run, title=f"InPCA (interactive), {task}",
+                           embed=HtmlEmbed(include_plotlyjs=first, div_id=f"inpca-{task}"), **kwargs),
             h.paragraph(f"Eigenvalues of W (signed; negative = Minkowski directions): {eigenvalues}.")]
 
 
