@@ -294,7 +294,13 @@ def _render(scenes: dict[str, np.ndarray], size: int) -> np.ndarray:
         else:
             index[rows] = slot_index
 
-    # Colour lookup, then a linear illumination gradient and low-frequency blotches over everything.
+    return _paint(index, t, coords)
+
+
+def _paint(index: torch.Tensor, t: dict[str, torch.Tensor], coords: torch.Tensor) -> np.ndarray:
+    """Colour index (n, 2*size, 2*size) -> (n, size, size, 3) uint8: colour lookup, then a linear
+    illumination gradient and low-frequency blotches over everything, pooling and pixel noise."""
+    n, grid = index.shape[0], index.shape[1]
     colours = t["colours"]  # (n, 3 colours, 3 channels)
     image = torch.gather(colours.permute(0, 2, 1), 2, index.view(n, 1, -1).expand(n, 3, -1)).view(n, 3, grid, grid)
     gx, gy = t["gradient"][:, 0], t["gradient"][:, 1]
