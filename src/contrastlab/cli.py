@@ -42,6 +42,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="log progr
 
 
 @app.command()
+# over 8 parameters on purpose: each is one command-line option of `contrastlab study`
 def study(
     preset: str = typer.Option("quick", "--preset", "-p", help=PRESET_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="run directory (created; an existing one is resumed)"),
@@ -225,33 +226,29 @@ def analyze_robustness(
     _analyze("robustness", checkpoint, probe, out, preset, overrides, progress)
 
 
-@analyze_app.command("landscape")
-def analyze_landscape(
-    checkpoint: Path = CHECKPOINT_OPTION,
-    probe: Path = PROBE_OPTION,
-    out: Path = typer.Option(..., "--out", "-o"),
-    preset: str = typer.Option("quick", "--preset", "-p", help=PRESET_HELP),
-    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> None:
-    """The 2-D loss landscape around encoder + probe (settings: analysis.landscape.*)."""
-    _analyze("landscape", checkpoint, probe, out, preset, list(set_), progress)
+def _add_analysis_command(kind: str, help_text: str) -> None:
+    """Register ``analyze KIND``: an analysis whose settings come only from the config (analysis.KIND.*)."""
+    def command(
+        checkpoint: Path = CHECKPOINT_OPTION,
+        probe: Path = PROBE_OPTION,
+        out: Path = typer.Option(..., "--out", "-o"),
+        preset: str = typer.Option("quick", "--preset", "-p", help=PRESET_HELP),
+        set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+    ) -> None:
+        _analyze(kind, checkpoint, probe, out, preset, list(set_), progress)
+
+    command.__name__ = command.__qualname__ = f"analyze_{kind}"
+    command.__doc__ = help_text
+    analyze_app.command(kind)(command)
 
 
-@analyze_app.command("sharpness")
-def analyze_sharpness(
-    checkpoint: Path = CHECKPOINT_OPTION,
-    probe: Path = PROBE_OPTION,
-    out: Path = typer.Option(..., "--out", "-o"),
-    preset: str = typer.Option("quick", "--preset", "-p", help=PRESET_HELP),
-    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> None:
-    """Top Hessian eigenvalues and trace, raw and filter-normalized (settings: analysis.sharpness.*)."""
-    _analyze("sharpness", checkpoint, probe, out, preset, list(set_), progress)
+_add_analysis_command("landscape", "The 2-D loss landscape around encoder + probe (settings: analysis.landscape.*).")
+_add_analysis_command("sharpness", "Top Hessian eigenvalues and trace, raw and filter-normalized (settings: analysis.sharpness.*).")
 
 
 @analyze_app.command("all")
+# over 8 parameters on purpose: each is one command-line option of `contrastlab analyze all`
 def analyze_all(
     encoder: str = typer.Option(..., "--encoder", "-e", help="a contrastlab encoder checkpoint, a solo-learn / lightly / "
                                 "torchvision ResNet-18 checkpoint, or package.module:function (docs/encoders.md)"),
