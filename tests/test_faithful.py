@@ -13,7 +13,7 @@ from contrastlab.errors import ConfigError
 from contrastlab.models import build_encoder
 from contrastlab.models.normalization import ORIGINAL_STD, input_normalization, set_input_normalization
 from contrastlab.report.faithfulness import BEHAVIOURS, behaviour_rows, originals_used
-from contrastlab.report.side_by_side import side_by_side_rows
+from contrastlab.report.side_by_side import Versions, side_by_side_rows
 from contrastlab.study.stages.geometry import procrustes_disparity, truth_map
 from contrastlab.study.stages.landscape import direction_seed
 from contrastlab.study.stages.pretrain import normalized_set
@@ -95,7 +95,7 @@ def test_per_model_direction_seeds_differ_per_model_and_are_deterministic():
 def test_side_by_side_pairs_over_tasks():
     a = {("m", "t1"): {0: 1.0, 1: 3.0}, ("m", "t2"): {0: 2.0}}
     b = {("m", "t1"): {0: 0.0, 1: 1.0}, ("m", "t2"): {0: 1.5}, ("n", "t1"): {0: 1.0}}
-    shown, raw = side_by_side_rows(a, b, ["m", "n"], ["t1", "t2"], 0.95, "A", "B", ".2f")
+    shown, raw = side_by_side_rows(a, b, ["m", "n"], ["t1", "t2"], 0.95, Versions("A", "B", ".2f"))
     assert [r["method"] for r in raw] == ["m"] and raw[0]["n"] == 2 and raw[0]["unit"] == "task"
     assert raw[0]["difference"] == pytest.approx(((2.0 - 0.5) + 0.5) / 2)
 

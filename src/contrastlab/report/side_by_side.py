@@ -9,6 +9,7 @@ single task, the seeds.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,6 +17,17 @@ from .. import stats
 from .tables import as_dict, summary
 
 Values = dict[tuple[str, str], dict[int, float]]
+
+
+@dataclass(frozen=True)
+class Versions:
+    """The two versions side by side: their column labels, the format of their numbers and the
+    quantity's name (a leading column of the rows when given)."""
+
+    label_a: str
+    label_b: str
+    fmt: str
+    quantity: str = ""
 
 
 def _units(a: Values, b: Values, method: str, tasks: list[str]) -> tuple[list[float], list[float], str]:
@@ -41,9 +53,10 @@ def _interval(s: dict, fmt: str, sign: str = "") -> str:
 
 
 def side_by_side_rows(a: Values, b: Values, methods: list[str], tasks: list[str], confidence: float,
-                      label_a: str, label_b: str, fmt: str, quantity: str = "") -> tuple[list[dict], list[dict]]:
+                      versions: Versions) -> tuple[list[dict], list[dict]]:
     """(HTML rows, CSV rows): per method, both versions' means with intervals over the paired units
     and the paired difference a − b with its interval and p-value. Methods without pairs are left out."""
+    label_a, label_b, fmt, quantity = versions.label_a, versions.label_b, versions.fmt, versions.quantity
     shown, raw = [], []
     for method in methods:
         xa, xb, unit = _units(a, b, method, tasks)

@@ -12,7 +12,7 @@ from .. import html as h
 from ..context import ReportContext, RunInfo, Section
 from ..faithfulness import behaviour_rows
 from ..results import QUANTITIES, collect
-from ..side_by_side import side_by_side_rows
+from ..side_by_side import Versions, side_by_side_rows
 from ..tables import write_table
 
 HEADLINES = ("probe_accuracy", "t_w", ("sharpness_top_normalized", "sharpness_top"), "fgsm_score")
@@ -47,7 +47,7 @@ def compare_section(ctx: ReportContext, other: RunInfo) -> None:
             continue
         q = QUANTITIES[key]
         shown, raw = side_by_side_rows(ctx.results[key], theirs[key], run.methods, run.tasks, run.confidence,
-                                       label_a, label_b, q.fmt, quantity=key)
+                                       Versions(label_a, label_b, q.fmt, quantity=key))
         if shown:
             csv_rows += raw
             section.body += [f"<h3>{h.esc(q.label)}</h3>", h.table(shown)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from .. import html as h
 from ..context import ReportContext, Section
 from ..results import fgsm_space_scores, inpca_comparisons, landscape_seedings
-from ..side_by_side import side_by_side_rows
+from ..side_by_side import Versions, side_by_side_rows
 from ..tables import write_table
 
 INTRO = ("Each correction that can be evaluated on the same trained models, both ways: per method, the mean of each "
@@ -21,15 +21,16 @@ INTRO = ("Each correction that can be evaluated on the same trained models, both
          "schedule's end) need a second run: <code>contrastlab report A --compare B</code>.")
 
 
-def _pair(ctx: ReportContext, title: str, a, b, label_a: str, label_b: str, fmt: str, note: str, csv_rows: list,
-          difference: bool = True) -> list[str]:
+def _pair(ctx: ReportContext, a, b, versions: Versions, note: str, csv_rows: list, difference: bool = True) -> list[str]:
+    """The section's part for one correction: versions.quantity is its title."""
     run = ctx.run
-    shown, raw = side_by_side_rows(a, b, run.methods, run.tasks, run.confidence, label_a, label_b, fmt, quantity=title)
+    shown, raw = side_by_side_rows(a, b, run.methods, run.tasks, run.confidence, versions)
     if not shown:
         return []
     csv_rows += raw
+    label_a, label_b = versions.label_a, versions.label_b
     columns = ["method", label_a, label_b] + ([f"{label_a} − {label_b}", "p"] if difference else []) + ["n"]
-    return [f"<h3>{h.esc(title)}</h3>", h.table(shown, columns), h.paragraph(note)]
+    return [f"<h3>{h.esc(versions.quantity)}</h3>", h.table(shown, columns), h.paragraph(note)]
 
 
 def _inpca(found: dict[str, dict], tasks: list[str]) -> list[str]:
@@ -59,25 +60,27 @@ def corrections_section(ctx: ReportContext) -> None:
     section.body.append(h.paragraph(INTRO.format(conf=ctx.run.confidence)))
     results, csv_rows, body = ctx.results, [], []
     if "t_w" in results and "t_w_raw" in results:
-        body += _pair(ctx, "Progress t_w (final epoch): √p vs raw p", results["t_w"], results["t_w_raw"], "√p (corrected)",
-                      "raw p (original)", ".3f", "The original's plotting script put p where the Bhattacharyya term needs √p; "
+        body += _pair(ctx, results["t_w"], results["t_w_raw"],
+                      Versions("√p (corrected)", "raw p (original)", ".3f", "Progress t_w (final epoch): √p vs raw p"),
+                      "The original's plotting script put p where the Bhattacharyya term needs √p; "
                       "the paper's final t_w were read off that formula.", csv_rows)
     spaces = fgsm_space_scores(ctx.run)
     if "pixel" in spaces and "normalized" in spaces:
-        body += _pair(ctx, "FGSM robustness score: pixel vs normalized space", spaces["pixel"], spaces["normalized"],
-                      "pixel (corrected)", "normalized (original)", ".3f",
+        body += _pair(ctx, spaces["pixel"], spaces["normalized"],
+                      Versions("pixel (corrected)", "normalized (original)", ".3f", "FGSM robustness score: pixel vs normalized space"),
                       "Normalized space: ε added to normalized inputs without clamping, a pixel budget of ε·std per channel "
                       "(≈ 0.2–0.3 ε), so the original's models look more robust than the stated ε.", csv_rows)
     if "sharpness_top_normalized" in results and "sharpness_top" in results:
-        body += _pair(ctx, "Top Hessian eigenvalue: filter-normalized vs raw", results["sharpness_top_normalized"],
-                      results["sharpness_top"], "filter-normalized", "raw", ".4g",
+        body += _pair(ctx, results["sharpness_top_normalized"], results["sharpness_top"],
+                      Versions("filter-normalized", "raw", ".4g", "Top Hessian eigenvalue: filter-normalized vs raw"),
                       "Different units, so no difference is shown: compare the methods' order. The raw Hessian changes when a "
                       "BatchNorm network's filters are rescaled; the filter-normalized one does not.", csv_rows, difference=False)
     body += _inpca(inpca_comparisons(ctx.run), ctx.run.tasks)
     seedings = landscape_seedings(ctx.run)
     if "shared" in seedings and "per_model" in seedings:
-        body += _pair(ctx, "Landscape flatness (mean loss rise over the grid): directions shared vs per model",
-                      seedings["shared"], seedings["per_model"], "shared seed", "per-model seed", ".4g",
+        body += _pair(ctx, seedings["shared"], seedings["per_model"],
+                      Versions("shared seed", "per-model seed", ".4g",
+                               "Landscape flatness (mean loss rise over the grid): directions shared vs per model"),
                       "Mean loss over the grid minus the loss at θ*; the same model along directions drawn with one seed for "
                       "every model or one seed per model.", csv_rows)
     else:
