@@ -300,7 +300,7 @@ def random_grayscale(images: Tensor, apply: Tensor) -> Tensor:
     return torch.lerp(images, grayscale(images).expand_as(images), _per_sample(apply.to(images.dtype)))
 
 
-def augment_batch(
+def augment_batch(  # 9 parameters: the keyword options are the transforms' own (torchvision's names), each named at the call
     images: Tensor,
     recipe: str,
     generator: torch.Generator,
