@@ -14,7 +14,7 @@ import pytest
 import contrastlab.utils.io as io_module
 from contrastlab.errors import ContrastlabError, CorruptFileError, StorageError
 from contrastlab.utils.io import (
-    TEMPORARY_SUFFIX, atomic_path, check_finite, file_digest, file_record, is_complete, load_array, read_json,
+    TEMPORARY_SUFFIX, atomic_path, cached_file_digest, check_finite, file_digest, file_record, is_complete, load_array, read_json,
     read_json_object, remove_orphaned_temporaries, save_array, write_csv, write_json, write_text,
 )
 
@@ -270,3 +270,17 @@ def test_file_digest_and_record(tmp_path):
     assert json.loads(json.dumps(record)) == record
     with pytest.raises(StorageError, match="^cannot read .*absent"):
         file_record(tmp_path / "absent")
+
+
+def test_cached_file_digest_reads_once_until_the_file_changes(tmp_path, monkeypatch):
+    path = tmp_path / "archive.bin"
+    path.write_bytes(b"first version")
+    assert cached_file_digest(path, "md5") == hashlib.md5(b"first version").hexdigest()
+    assert cached_file_digest(path) == hashlib.sha256(b"first version").hexdigest()
+    reads = []
+    monkeypatch.setattr(io_module, "file_digest", lambda p, algorithm: reads.append(p) or "recomputed")
+    assert cached_file_digest(path) == hashlib.sha256(b"first version").hexdigest() and not reads  # same size and mtime
+    path.write_bytes(b"second, longer version")
+    assert cached_file_digest(path) == "recomputed" and len(reads) == 1
+    with pytest.raises(StorageError, match="^cannot read .*absent"):
+        cached_file_digest(tmp_path / "absent")

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..registry import UnknownNameError, lookup
-from ..utils.io import atomic_path
+from ..utils.io import atomic_path, cached_file_digest
 from ..utils.progress import progress_bar
 from .imageset import ImageSet, real_imageset, resolve_root
 
@@ -107,21 +107,6 @@ def _unpickle(raw: bytes) -> dict:
     return obj
 
 
-@functools.lru_cache(maxsize=8)
-def _md5_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_md5(path: str | os.PathLike) -> str:
-    """Hex MD5 of a file (memoized per path, size and modification time)."""
-    stat = os.stat(path)
-    return _md5_cached(str(path), stat.st_size, stat.st_mtime_ns)
-
-
 def _stamp(path: Path) -> tuple:
     """(path, size, mtime) of a file, or of every file of a folder."""
     files = sorted(path.iterdir()) if path.is_dir() else [path]
@@ -151,7 +136,7 @@ def _read_members(name: str, source: Path, wanted: list[str]) -> dict[str, bytes
         if missing:
             raise DatasetError(f"{name}: {source}/ lacks {', '.join(missing)}; {hint}")
         return {m: (source / m).read_bytes() for m in wanted}
-    actual = file_md5(source)
+    actual = cached_file_digest(source, "md5")
     if actual != spec.md5:
         raise DatasetError(f"{name}: {source} has MD5 {actual}, expected {spec.md5} (corrupt or incomplete); {hint}")
     found: dict[str, bytes] = {}
@@ -223,7 +208,7 @@ def download(name: str, root: str | os.PathLike | None = None, progress: bool = 
     spec = _spec(name)
     target = resolve_root(root) / spec.filename
     if target.exists():
-        actual = file_md5(target)
+        actual = cached_file_digest(target, "md5")
         if actual == spec.md5:
             log.info("%s already present at %s", name, target)
             return target

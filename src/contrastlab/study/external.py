@@ -11,12 +11,12 @@ study normalizes); a contrastlab checkpoint keeps its own unless ``mean``/``std`
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..utils.io import cached_file_digest
 
 ENTRY_KEYS = ("name", "family", "checkpoints", "mean", "std", "stem_padding")
 
@@ -68,22 +68,12 @@ def builtin_methods(config) -> list[str]:
     return [str(e) for e in config.methods if not isinstance(e, Mapping)]
 
 
-@functools.lru_cache(maxsize=64)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_sha256(path: str | Path) -> str | None:
     """sha256 of a file (cached while its size and mtime stay); None for a ``module:function`` spec."""
     path = Path(path)
     if not path.is_file():
         return None
-    stat = path.stat()
-    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+    return cached_file_digest(path)
 
 
 def encoder_normalization(config, method: str | None, data_mean: Sequence[float], data_std: Sequence[float],

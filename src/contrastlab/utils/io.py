@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -285,14 +286,27 @@ def is_complete(path: str | os.PathLike) -> bool:
     return Path(path).exists() and sidecar_path(path).exists()
 
 
-def file_digest(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes (hex), read in 1 MiB chunks."""
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """The digest (hex) of a file's bytes with hashlib's ``algorithm`` (SHA-256 by default), read in 1 MiB chunks."""
     path = Path(path)
-    digest = hashlib.sha256()
+    digest = hashlib.new(algorithm)
     with storage_errors(path, "read"), open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest_cached(path: str, size: int, mtime_ns: int, algorithm: str) -> str:
+    return file_digest(path, algorithm)
+
+
+def cached_file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """:func:`file_digest`, memoized while the file's path, size and modification time stay the same
+    (a dataset archive or an external checkpoint is hashed once per process, not once per use)."""
+    with storage_errors(Path(path), "read"):
+        stat = os.stat(path)
+    return _file_digest_cached(str(path), stat.st_size, stat.st_mtime_ns, algorithm)
 
 
 def file_record(path: str | os.PathLike) -> dict[str, Any]:
