@@ -302,38 +302,44 @@ class SimSiam(OwnRecipe):
         return (simsiam_loss(p[:, 0], z[:, 1]) + simsiam_loss(p[:, 1], z[:, 0])) / 2, z_local
 
 
-class BarlowTwins(OwnRecipe):
+class TwoViewRegularized(OwnRecipe):
+    """A method whose head is a three-layer BatchNorm MLP projector and whose loss compares the
+    two views' projections over the global batch (its batch statistics need every rank's samples)."""
+
+    def build_head(self, spec: HeadSpec) -> nn.Module:
+        own = spec.own
+        return bn_mlp([spec.feature_dim, own.projector_hidden, own.projector_hidden, own.projector_out])
+
+    def loss(self, outputs: Tensor, batch: StepBatch, state: MethodState, settings: PretrainConfig) -> tuple[Tensor, Tensor]:
+        own, z_local = self.own(settings), per_sample(outputs, batch.n_views)
+        z = dist.gather_with_grad(z_local)
+        return self.view_loss(z[:, 0], z[:, 1], own), z_local
+
+    def view_loss(self, z_a: Tensor, z_b: Tensor, own: Any) -> Tensor:
+        """The scalar loss of the two views' global projections (N, D) each, with the method's settings ``own``."""
+        raise NotImplementedError
+
+
+class BarlowTwins(TwoViewRegularized):
     """Barlow Twins: the cross-correlation of the two views' standardized projections (global batch) towards I."""
 
     name = "barlow_twins"
 
-    def build_head(self, spec: HeadSpec) -> nn.Module:
-        own = spec.own
-        return bn_mlp([spec.feature_dim, own.projector_hidden, own.projector_hidden, own.projector_out])
-
-    def loss(self, outputs: Tensor, batch: StepBatch, state: MethodState, settings: PretrainConfig) -> tuple[Tensor, Tensor]:
+    def view_loss(self, z_a: Tensor, z_b: Tensor, own: Any) -> Tensor:
         from ..objectives import barlow_twins_loss
 
-        own, z_local = self.own(settings), per_sample(outputs, batch.n_views)
-        z = dist.gather_with_grad(z_local)  # the cross-correlation of the whole global batch
-        return barlow_twins_loss(z[:, 0], z[:, 1], own.lambd, own.scale), z_local
+        return barlow_twins_loss(z_a, z_b, own.lambd, own.scale)
 
 
-class Vicreg(OwnRecipe):
+class Vicreg(TwoViewRegularized):
     """VICReg: invariance (MSE), variance and covariance terms, the latter two over the global batch."""
 
     name = "vicreg"
 
-    def build_head(self, spec: HeadSpec) -> nn.Module:
-        own = spec.own
-        return bn_mlp([spec.feature_dim, own.projector_hidden, own.projector_hidden, own.projector_out])
-
-    def loss(self, outputs: Tensor, batch: StepBatch, state: MethodState, settings: PretrainConfig) -> tuple[Tensor, Tensor]:
+    def view_loss(self, z_a: Tensor, z_b: Tensor, own: Any) -> Tensor:
         from ..objectives import vicreg_loss
 
-        own, z_local = self.own(settings), per_sample(outputs, batch.n_views)
-        z = dist.gather_with_grad(z_local)
-        return vicreg_loss(z[:, 0], z[:, 1], own.sim_weight, own.var_weight, own.cov_weight), z_local
+        return vicreg_loss(z_a, z_b, own.sim_weight, own.var_weight, own.cov_weight)
 
 
 class MocoV2(OwnRecipe):
