@@ -51,9 +51,10 @@ from torch.utils.data import DataLoader, Dataset
 from common import synchronize
 from contrastlab.augment import make_views
 from contrastlab.data import ImageSet, load_dataset
-from contrastlab.models import build_encoder, linear_classifier, projection_head
-from contrastlab.objectives import Objective, get_objective
-from pretrain_call import pretrain
+from contrastlab.config import PretrainConfig
+from contrastlab.models import build_encoder
+from contrastlab.train.methods import get_method
+from pretrain_call import method_head, method_loss, pretrain
 from contrastlab.utils.io import csv_text
 
 METHODS = ("simclr", "supcon", "supce")
@@ -133,19 +134,17 @@ def model_and_optimizer(data: ImageSet, method: str, width: int, device: torch.d
                         memory_format: torch.memory_format = torch.contiguous_format) -> tuple[nn.Module, torch.optim.Optimizer]:
     """The method's encoder + head in train mode on ``device`` and its SGD, as both loops build them.
     The images come normalized, so the encoder's own Normalize is the identity."""
-    objective = get_objective(method)
     torch.manual_seed(0)
     channels = data.images.shape[-1]
     encoder = build_encoder("resnet18", width=width, mean=(0.0,) * channels, std=(1.0,) * channels, in_channels=channels)
-    head = projection_head(encoder.feature_dim) if objective.head == "projection" else linear_classifier(encoder.feature_dim, data.num_classes)
+    head = method_head(method, encoder.feature_dim, data.num_classes)
     model = nn.Sequential(encoder, head).to(device, memory_format=memory_format).train()
     return model, torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=1e-4)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective, views: torch.Tensor, labels: torch.Tensor) -> None:
-    """One SGD step of ``objective`` on ``views`` (B, V, C, H, W) with ``labels`` (B,)."""
-    outputs = model(views.flatten(0, 1)).view(len(labels), views.shape[1], -1)
-    loss = objective.loss(outputs, labels, temperature=TEMPERATURE)
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, method: str, views: torch.Tensor, labels: torch.Tensor) -> None:
+    """One SGD step of ``method`` on ``views`` (B, V, C, H, W) with ``labels`` (B,)."""
+    loss = method_loss(method, model(views.flatten(0, 1)), views, labels, TEMPERATURE)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -166,9 +165,9 @@ def images_per_s_after_first(run_epoch: Callable[[], int], epochs: int, device: 
 
 def usual_images_per_s(data: ImageSet, method: str, width: int, batch: int, epochs: int, workers: int, device: torch.device) -> float:
     """Train ``epochs`` epochs the usual way; images/s over all epochs but the first."""
-    objective = get_objective(method)
+    recipe = get_method(method)
     model, optimizer = model_and_optimizer(data, method, width, device)
-    dataset = ViewsDataset(data, PILRecipe(objective.augmentation, data.images.shape[1], data.mean, data.std), objective.views)
+    dataset = ViewsDataset(data, PILRecipe(recipe.augmentation, data.images.shape[1], data.mean, data.std), recipe.n_views(PretrainConfig()))
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=False,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
 
@@ -176,7 +175,7 @@ def usual_images_per_s(data: ImageSet, method: str, width: int, batch: int, epoc
         seen = 0
         for views, labels in loader:
             views, labels = views.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            train_step(model, optimizer, objective, views, labels)
+            train_step(model, optimizer, method, views, labels)
             seen += len(labels)
         return seen
 
@@ -188,18 +187,18 @@ def network_images_per_s(data: ImageSet, method: str, width: int, batch: int, ep
     :func:`pretrain` runs them) on one batch of views made before the clock starts, so no data path
     at all; images/s over all epochs but the first. This over the usual way's images/s is the most
     any data path can gain over the usual loop without a faster network step."""
-    objective = get_objective(method)
+    recipe = get_method(method)
     model, optimizer = model_and_optimizer(data, method, width, device, torch.channels_last)
     images = torch.from_numpy(data.images[:batch]).permute(0, 3, 1, 2).to(device)
     mean = torch.tensor(data.mean, device=device).view(1, 1, -1, 1, 1)
     std = torch.tensor(data.std, device=device).view(1, 1, -1, 1, 1)
-    views = (make_views(images, objective.augmentation, objective.views, torch.Generator(device=device).manual_seed(0)) - mean) / std
+    views = (make_views(images, recipe.augmentation, recipe.n_views(PretrainConfig()), torch.Generator(device=device).manual_seed(0)) - mean) / std
     labels = torch.from_numpy(data.labels[:batch]).to(device)
     steps = math.ceil(len(data.labels) / batch)
 
     def run_epoch() -> int:
         for _ in range(steps):
-            train_step(model, optimizer, objective, views, labels)
+            train_step(model, optimizer, method, views, labels)
         return steps * batch
 
     return images_per_s_after_first(run_epoch, epochs, device)

@@ -32,11 +32,12 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from contrastlab.augment import make_views
+from contrastlab.config import PretrainConfig
 from contrastlab.data import load_dataset
-from contrastlab.models import build_encoder, linear_classifier, projection_head
-from contrastlab.objectives import get_objective
+from contrastlab.models import build_encoder
+from contrastlab.train.methods import get_method
 from contrastlab.train.pretrain import batches
-from pretrain_call import pretrain
+from pretrain_call import method_head, method_loss, pretrain
 
 LR = {"simclr": 0.3, "supcon": 0.3, "supce": 0.2}
 TEMPERATURE = {"simclr": 0.2, "supcon": 0.5, "supce": 0.07}
@@ -81,21 +82,21 @@ CHANNELS_LAST = True  # as pretrain() does; --contiguous for the NCHW comparison
 
 
 def build(data, method: str, width: int):
-    objective = get_objective(method)
+    recipe = get_method(method)
     torch.manual_seed(0)
     net = build_encoder("resnet18", width=width, mean=data.mean, std=data.std, in_channels=data.images.shape[-1])
-    head = projection_head(net.feature_dim) if objective.head == "projection" else linear_classifier(net.feature_dim, data.num_classes)
+    head = method_head(method, net.feature_dim, data.num_classes)
     model = nn.Sequential(net, head).train()
     if CHANNELS_LAST:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR[method], momentum=0.9, weight_decay=1e-4)
-    return objective, model, optimizer
+    return recipe, model, optimizer
 
 
 def mirror_loop(data, method: str, width: int, batch_size: int, epochs: int, prof=None) -> tuple[dict[str, float], float]:
     """The loop of pretrain(), phase by phase; returns seconds per phase and the total."""
-    objective, model, optimizer = build(data, method, width)
-    views = objective.views
+    recipe, model, optimizer = build(data, method, width)
+    views = recipe.n_views(PretrainConfig())
     images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous()
     labels = torch.from_numpy(data.labels)
     generator = torch.Generator().manual_seed(0)
@@ -105,14 +106,14 @@ def mirror_loop(data, method: str, width: int, batch_size: int, epochs: int, pro
         for batch in batches(torch.randperm(len(labels), generator=generator), batch_size):
             t0 = time.perf_counter()
             with record_function("phase:augment"):
-                x = make_views(images[batch], objective.augmentation, views, generator, size=images.shape[-1])
+                x = make_views(images[batch], recipe.augmentation, views, generator, size=images.shape[-1])
                 y = labels[batch]
             t1 = time.perf_counter()
             with record_function("phase:forward"):
-                outputs = model(x.flatten(0, 1)).float().view(len(y), views, -1)
+                outputs = model(x.flatten(0, 1))
             t2 = time.perf_counter()
             with record_function("phase:loss"):
-                loss = objective.loss(outputs, y, temperature=TEMPERATURE[method])
+                loss = method_loss(method, outputs, x, y, TEMPERATURE[method])
             t3 = time.perf_counter()
             with record_function("phase:backward"):
                 optimizer.zero_grad(set_to_none=True)

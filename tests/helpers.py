@@ -168,3 +168,30 @@ TINY_METHOD_SETTINGS = {
     "vicreg": {"vicreg": _TINY_OWN},
     "mocov2": {"mocov2": {**_TINY_OWN, "queue_size": 48}},
 }
+
+
+def rank_share(rank: int, samples: int, world: int) -> slice:
+    """The rows of a global batch of ``samples`` that rank ``rank`` of ``world`` holds."""
+    return slice(rank * samples // world, (rank + 1) * samples // world)
+
+
+def run_on_ranks(work, tmp_path, world: int = 2) -> list[dict]:
+    """Run ``work(rank) -> {name: tensor}`` on ``world`` CPU processes joined by gloo (a module-level
+    function, so the spawned processes can import it); its dicts, by rank."""
+    import torch
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_main, args=(work, world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True)
+    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+
+
+def _rank_main(rank: int, work, world: int, init_file: str, out_dir: str) -> None:
+    import torch
+    import torch.distributed as torch_dist
+
+    torch.set_num_threads(1)
+    torch_dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.save(work(rank), f"{out_dir}/rank{rank}.pt")
+    finally:
+        torch_dist.destroy_process_group()

@@ -1,4 +1,4 @@
-"""contrastive_loss and the objective registry against slow references written from the formulas."""
+"""contrastive_loss and cross-entropy, and the methods that train them, against slow references written from the formulas."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrastlab.objectives import OBJECTIVES, Objective, contrastive_loss, get_objective, supervised_cross_entropy
-from contrastlab.registry import UnknownNameError
+from contrastlab.config import PretrainConfig
+from contrastlab.objectives import contrastive_loss, supervised_cross_entropy
+from contrastlab.train.methods import MethodState, StepBatch, get_method
 
 
 def reference_contrastive_loss(features, labels, temperature, base_temperature, form):
@@ -186,26 +187,19 @@ def test_supervised_cross_entropy_matches_loop():
     torch.testing.assert_close(supervised_cross_entropy(logits, labels), sum(terms) / len(terms))
 
 
-def test_registry_describes_each_method():
-    assert set(OBJECTIVES) == {"simclr", "supcon", "supce"}
-    simclr, supcon, supce = get_objective("simclr"), get_objective("supcon"), get_objective("supce")
-    assert (simclr.head, simclr.views, simclr.augmentation, simclr.needs_labels) == ("projection", 2, "contrastive", False)
-    assert (supcon.head, supcon.views, supcon.augmentation, supcon.needs_labels) == ("projection", 2, "contrastive", True)
-    assert (supce.head, supce.views, supce.augmentation, supce.needs_labels) == ("classifier", 1, "supervised", True)
-    assert all(isinstance(o, Objective) and o.name == name for name, o in OBJECTIVES.items())
-    with pytest.raises(UnknownNameError, match="simclr, supce, supcon"):
-        get_objective("byol")
-
-
-def test_objective_loss_has_one_signature():
+def test_the_three_methods_train_these_objectives():
+    # train/methods.py's SimCLR, SupCon and SupCE: their views, augmentation and loss.
+    settings = PretrainConfig()
     generator = torch.Generator().manual_seed(7)
-    embeddings = F.normalize(torch.randn(6, 2, 8, generator=generator), dim=-1)
-    logits = torch.randn(6, 1, 3, generator=generator)
+    embeddings = F.normalize(torch.randn(12, 8, generator=generator), dim=-1)  # (n·V, D) as the network gives them
+    logits = torch.randn(6, 3, generator=generator)
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
-    kwargs = {"temperature": 0.2, "base_temperature": 0.1, "form": "in"}
-    torch.testing.assert_close(get_objective("simclr").loss(embeddings, labels, **kwargs), contrastive_loss(embeddings, None, 0.2, 0.1, "in"))
-    torch.testing.assert_close(get_objective("supcon").loss(embeddings, labels, **kwargs), contrastive_loss(embeddings, labels, 0.2, 0.1, "in"))
-    torch.testing.assert_close(get_objective("supce").loss(logits, labels, **kwargs), F.cross_entropy(logits[:, 0], labels))
-    assert get_objective("simclr").loss(embeddings).ndim == 0
-    with pytest.raises(ValueError, match="needs labels"):
-        get_objective("supcon").loss(embeddings)
+    simclr, supcon, supce = get_method("simclr"), get_method("supcon"), get_method("supce")
+    assert [(m.n_views(settings), m.augmentation) for m in (simclr, supcon, supce)] == [
+        (2, "contrastive"), (2, "contrastive"), (1, "supervised")]
+    two_views, one_view = StepBatch(torch.zeros(6, 2, 1), labels, 2), StepBatch(torch.zeros(6, 1, 1), labels, 1)
+    for method, positives in ((simclr, None), (supcon, labels)):
+        expected = contrastive_loss(embeddings.view(6, 2, 8), positives, settings.temperature[method.name],
+                                    settings.base_temperature, settings.loss_form)
+        torch.testing.assert_close(method.loss(embeddings, two_views, MethodState(), settings)[0], expected)
+    torch.testing.assert_close(supce.loss(logits, one_view, MethodState(), settings)[0], F.cross_entropy(logits, labels))

@@ -7,7 +7,8 @@ import contrastlab.train.pretrain as pretrain_module
 from contrastlab.checkpoint import encoder_from_checkpoint, read_checkpoint
 from contrastlab.errors import CheckpointError, NonFiniteError
 from contrastlab.models import architecture
-from contrastlab.train.pretrain import batches, latest_checkpoint
+from contrastlab.rundir import latest_checkpoint
+from contrastlab.train.pretrain import batches
 from helpers import blob_imageset
 from helpers import tiny_pretrain as pretrain
 

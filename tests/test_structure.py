@@ -196,17 +196,6 @@ def test_removed_names_are_imported_from_nowhere():
 
 # ---- the run directory's file names in one module (31.3) -----------------------------------------
 
-# Modules that still spell unit file names themselves, to be moved onto contrastlab.rundir. Each entry
-# is a debt: the pretraining and probe recipes (train/ and their stages) are being rewritten and take
-# their paths from rundir when they land; then they come off. Nothing is to be added to this list.
-SPELLS_FILE_NAMES_FOR_NOW = {
-    "contrastlab/train/pretrain.py",
-    "contrastlab/train/finetune.py",
-    "contrastlab/study/stages/pretrain.py",
-    "contrastlab/study/stages/finetune.py",
-}
-
-
 def layout_names() -> tuple[set[str], set[str]]:
     """(file names, folder names) of the layout: the upper-case string constants that contrastlab/rundir.py
     itself assigns (a name with a dot is a file: "encoder.safetensors"; one without is a folder: "checkpoints")."""
@@ -255,17 +244,11 @@ def test_only_rundir_spells_the_run_directorys_file_names():
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         relative = path.relative_to(SRC).as_posix()
-        if relative == "contrastlab/rundir.py" or relative in SPELLS_FILE_NAMES_FOR_NOW:
+        if relative == "contrastlab/rundir.py":
             continue
         found += [f"{relative}:{line}: {text!r}" for line, text, joined in path_literals(path)
                   if spells_a_layout_name(text, joined, files, folders)]
     assert found == [], "use the names and functions of contrastlab.rundir:\n" + "\n".join(found)
-
-
-def test_the_allowed_modules_exist():
-    """An entry whose module moved or went comes off the list (or follows it)."""
-    missing = [relative for relative in sorted(SPELLS_FILE_NAMES_FOR_NOW) if not (SRC / relative).exists()]
-    assert missing == []
 
 
 def test_the_file_name_check_sees_what_it_should(tmp_path):

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file
 
 from contrastlab.checkpoint import read_checkpoint
-from contrastlab.train.pretrain import latest_checkpoint
+from contrastlab.rundir import latest_checkpoint
 
 EPOCHS = 3
 SETTINGS = [

@@ -3,21 +3,16 @@ tensor-in losses of BYOL, SimSiam, Barlow Twins, VICReg and MoCo v2.
 
 SimCLR and SupCon are one function, :func:`contrastive_loss`, that differs only in which rows
 count as positives: the other views of the same sample (``labels=None``) or every other row
-with the same label. The registry :data:`OBJECTIVES` describes, per method, which head it
-trains, how many views and which augmentation recipe it uses, and gives all three one call
-signature (:meth:`Objective.loss`), so the training loop never branches on the method name.
+with the same label. Which method trains which loss, with which head, views and augmentation,
+is :data:`contrastlab.train.methods.METHODS`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .registry import lookup
 
 LOSS_FORMS = ("out", "in")
 
@@ -252,58 +247,3 @@ def moco_loss(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.2) -> 
         logits = torch.cat([positive, negative], dim=1) / temperature
         target = torch.zeros(len(q), dtype=torch.long, device=q.device)
         return F.cross_entropy(logits, target)
-
-
-def _simclr(outputs: Tensor, labels: Tensor | None, temperature: float, base_temperature: float | None, form: str) -> Tensor:
-    return contrastive_loss(outputs, None, temperature, base_temperature, form)
-
-
-def _supcon(outputs: Tensor, labels: Tensor | None, temperature: float, base_temperature: float | None, form: str) -> Tensor:
-    return contrastive_loss(outputs, labels, temperature, base_temperature, form)
-
-
-def _supce(outputs: Tensor, labels: Tensor | None, temperature: float, base_temperature: float | None, form: str) -> Tensor:
-    return supervised_cross_entropy(outputs, labels)
-
-
-@dataclass(frozen=True)
-class Objective:
-    """What a pretraining method needs from the training loop.
-
-    ``head``: "projection" (L2-normalized embedding) or "classifier" (logits).
-    ``views``: views per sample (2 for the contrastive methods, 1 for SupCE).
-    ``augmentation``: the recipe name for :func:`contrastlab.augment.make_views`.
-    """
-
-    name: str
-    head: str
-    views: int
-    augmentation: str
-    needs_labels: bool
-    criterion: Callable[[Tensor, Tensor | None, float, float | None, str], Tensor] = field(repr=False)
-
-    def loss(
-        self,
-        outputs: Tensor,
-        labels: Tensor | None = None,
-        temperature: float = 0.07,
-        base_temperature: float | None = None,
-        form: str = "out",
-    ) -> Tensor:
-        """Scalar loss of ``outputs`` (N, V, D or K) with ``labels`` (N,); one signature for all
-        methods (SimCLR ignores the labels, SupCE the temperatures and the form)."""
-        if self.needs_labels and labels is None:
-            raise ValueError(f"objective '{self.name}' needs labels")
-        return self.criterion(outputs, labels, temperature, base_temperature, form)
-
-
-OBJECTIVES: dict[str, Objective] = {
-    "simclr": Objective("simclr", "projection", 2, "contrastive", False, _simclr),
-    "supcon": Objective("supcon", "projection", 2, "contrastive", True, _supcon),
-    "supce": Objective("supce", "classifier", 1, "supervised", True, _supce),
-}
-
-
-def get_objective(name: str) -> Objective:
-    """The registered objective ``name``; the error lists the valid names."""
-    return lookup(OBJECTIVES, name, "objective")

@@ -130,6 +130,12 @@ def checkpoint_file(folder: str | Path, epoch: int) -> Path:
     return Path(folder) / CHECKPOINTS / f"{checkpoint_name(epoch)}.safetensors"
 
 
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The last complete (sidecar present) epoch checkpoint of a pretrain unit's ``folder``, or None."""
+    found = sorted(p for p in (Path(folder) / CHECKPOINTS).glob("epoch_*.safetensors") if p.with_suffix(".json").exists())
+    return found[-1] if found else None
+
+
 def attack_file(attack: str, space: str | None = None) -> str:
     """``<attack>.csv`` of a robustness unit; ``<attack>_<space>.csv`` for the compared space."""
     return f"{attack}.csv" if space is None else f"{attack}_{space}.csv"

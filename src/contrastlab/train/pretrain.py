@@ -37,6 +37,7 @@ from ..errors import CheckpointError, NonFiniteError
 from ..models import architecture, build_encoder, stem_options
 from .methods import HeadSpec, StepBatch, get_method, projection_std
 from ..precision import autocast as precision_autocast
+from ..rundir import ENCODER, METRICS, checkpoint_file, latest_checkpoint
 from ..utils.io import first_line, write_csv
 from ..utils.progress import progress_bar
 from .schedule import cosine_lr
@@ -91,16 +92,6 @@ def batches(permutation: torch.Tensor, batch_size: int, min_size: int = 2) -> li
     return chunks
 
 
-def checkpoint_name(epoch: int) -> str:
-    return f"epoch_{epoch:04d}"
-
-
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The last complete (sidecar present) checkpoint in ``out_dir/checkpoints``."""
-    found = sorted(p for p in (out_dir / "checkpoints").glob("epoch_*.safetensors") if p.with_suffix(".json").exists())
-    return found[-1] if found else None
-
-
 def _read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, str]]:
     if not path.exists():
         return []
@@ -144,7 +135,7 @@ class Pretrainer:
         if start_epoch is None:
             start_epoch = 0
             self.save(out_dir, 0)
-        p, metrics_path = self.settings, out_dir / "metrics.csv"
+        p, metrics_path = self.settings, out_dir / METRICS
         rows = _read_metrics(metrics_path, start_epoch) if self.is_main else []
         save_at = set(saved_checkpoint_epochs(p.epochs, p.checkpoint_epochs, p.checkpoint_every))
         label = f"pretrain {spec.method} seed {spec.seed}"
@@ -158,7 +149,7 @@ class Pretrainer:
                     log.info("%s seed %d epoch %d/%d loss %.4f", spec.method, spec.seed, epoch, p.epochs, rows[-1]["loss"])
                 if epoch in save_at:
                     self.save(out_dir, epoch)
-        final = out_dir / "encoder.safetensors"
+        final = out_dir / ENCODER
         if self.is_main:
             save_checkpoint(final, {"encoder": self.net.state_dict()}, {**self.meta, "epoch": p.epochs, "kind": "encoder"})
         return final
@@ -264,7 +255,7 @@ class Pretrainer:
             **self.state.tensors(),
             "rng": {"generator": self.generator.get_state()},
         }
-        save_checkpoint(out_dir / "checkpoints" / checkpoint_name(epoch), state, {**self.meta, "epoch": epoch})
+        save_checkpoint(checkpoint_file(out_dir, epoch), state, {**self.meta, "epoch": epoch})
 
     def train_epoch(self, epoch: int, advance: Callable[[int], None] = lambda n: None) -> dict[str, float]:
         """One epoch (1-based); returns its metrics row. Losses and projection spreads stay on the

@@ -12,6 +12,7 @@ from ...checkpoint import save_checkpoint
 from ...config import FinetuneConfig
 from ...data import ImageSet
 from ...models.normalization import input_normalization, set_input_normalization
+from ...rundir import HISTORY, PROBE, RESULT, SNAPSHOTS
 from ...train.finetune import SAMPLE_ORDER, ProbeData, ProbeRun, ProbeTrainer, extract_features, knn_accuracy
 from ...utils.io import save_array, write_csv, write_json
 from ..context import StageContext
@@ -83,14 +84,14 @@ def run(ctx: StageContext) -> None:
     parts = {"probe": run.probe_state}
     if run.encoder_state is not None:
         parts["encoder"] = run.encoder_state
-    save_checkpoint(ctx.folder / "probe", parts, {**common, "kind": "probe"})
-    save_array(ctx.folder / "snapshots.npy", run.snapshots, {
+    save_checkpoint(ctx.folder / PROBE, parts, {**common, "kind": "probe"})
+    save_array(ctx.folder / SNAPSHOTS, run.snapshots, {
         **common, "kind": "snapshots", "split": f.analysis_split, "sample_order": SAMPLE_ORDER,
         "shape": list(run.snapshots.shape), "labels": analysis_set.labels.tolist(),
     })
-    write_csv(ctx.folder / "history.csv", run.history)
+    write_csv(ctx.folder / HISTORY, run.history)
     final = run.history[-1]
-    write_json(ctx.folder / "result.json", {
+    write_json(ctx.folder / RESULT, {
         **common, "kind": "result",
         "val_accuracy": final["val_accuracy"], "val_loss": final["val_loss"],
         "train_accuracy": final["train_accuracy"], "train_loss": final["train_loss"],

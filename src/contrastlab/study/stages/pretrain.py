@@ -7,6 +7,7 @@ import dataclasses
 from ...config import PretrainConfig
 from ...data import ImageSet
 from ...models.normalization import ORIGINAL_STD
+from ...rundir import ENCODER
 from ...train.pretrain import Pretrainer, RunSpec, random_encoder
 from ..context import StageContext
 from ..curves import epoch_scalars
@@ -29,7 +30,7 @@ def run(ctx: StageContext) -> None:
     data = normalized_set(pretrain_set(config.data), config.pretrain)
     m = config.model
     if unit.method == RANDOM:
-        random_encoder(data, ctx.folder / "encoder.safetensors", seed=unit.seed, encoder=m.encoder, width=m.width, record=ctx.record,
+        random_encoder(data, ctx.folder / ENCODER, seed=unit.seed, encoder=m.encoder, width=m.width, record=ctx.record,
                        stem=m.stem)
         return
     with epoch_scalars(ctx, "pretrain") as on_epoch:  # TensorBoard scalars when log.tensorboard is on
