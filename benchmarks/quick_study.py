@@ -13,7 +13,9 @@ after the other, with this interpreter (the reference's sources come first on PY
 - unit seconds summed per stage kind, from the ``done.json`` manifests both versions write;
 - transfer: the probe's validation accuracy of each method minus that of the random-init encoder,
   per (seed, task), averaged; and the paired difference this version − reference with a 95%
-  t-interval over the (seed, task) pairs (same seeds, tasks and data in both runs).
+  t-interval over the (seed, task) pairs (same seeds, tasks and data in both runs);
+- the report's tables (``report/tables/*.csv``) compared cell by cell over the columns both
+  versions write: which are identical, which differ, which only one version writes.
 
 ``--transfer-only`` switches every analysis off in both versions (the keys each version has,
 found by asking its own config class), so only pretraining, probes and the report run: the way to
@@ -24,6 +26,7 @@ add seeds to the transfer comparison at a fraction of the cost. Results go to
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -133,6 +136,26 @@ def paired_by_seed(new: dict, ref: dict) -> dict:
     return t_interval(np.array([statistics.fmean(by_seed[seed]) for seed in sorted(by_seed)]))
 
 
+def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def compare_tables(ref_dir: Path, new_dir: Path) -> dict[str, list[str]]:
+    """The report tables of two run directories, cell by cell over the columns both have:
+    {"identical": [...], "differ": [...], "only_ref": [...], "only_new": [...]} (file names)."""
+    ref, new = ({p.name: p for p in (d / "report" / "tables").glob("*.csv")} for d in (ref_dir, new_dir))
+    out: dict[str, list[str]] = {"identical": [], "differ": [], "only_ref": sorted(set(ref) - set(new)),
+                                 "only_new": sorted(set(new) - set(ref))}
+    for name in sorted(set(ref) & set(new)):
+        (ref_columns, ref_rows), (new_columns, new_rows) = read_table(ref[name]), read_table(new[name])
+        shared = [c for c in ref_columns if c in new_columns]
+        same = len(ref_rows) == len(new_rows) and all(a[c] == b[c] for a, b in zip(ref_rows, new_rows) for c in shared)
+        out["identical" if same and shared else "differ"].append(name)
+    return out
+
+
 def t_interval(diff: np.ndarray) -> dict:
     """Mean of ``diff`` with a 95% t-interval (:func:`contrastlab.stats.summarize`), JSON-ready:
     None where it is undefined (no mean without values, no bounds below two)."""
@@ -175,6 +198,7 @@ def main() -> None:
         print(f"{label}: {runs[label]['wall_s']:.1f} s wall, study {runs[label]['study_s']} s, {runs[label]['units']} units", flush=True)
 
     ratio = runs["new"]["wall_s"] / runs["ref"]["wall_s"]
+    tables = compare_tables(args.out / "ref", args.out / "new")
     methods = [m for m in ("simclr", "supcon", "supce") if m in gain["new"] or m in gain["ref"]]
     transfer = {m: {"ref": statistics.fmean(gain["ref"][m].values()), "new": statistics.fmean(gain["new"][m].values()),
                     "new_minus_ref": paired(gain["new"][m], gain["ref"][m]),
@@ -207,9 +231,13 @@ def main() -> None:
         ["method", "reference", "this version", "difference [95% CI], pairs", "pairs", "difference [95% CI], seeds", "seeds"],
         [[m, f"{t['ref']:+.1f}", f"{t['new']:+.1f}", interval(t["new_minus_ref"]), t["new_minus_ref"]["n"],
           interval(t["new_minus_ref_by_seed"]), t["new_minus_ref_by_seed"]["n"]] for m, t in transfer.items()], "lrrrrrr"))
+    lines += ["", f"Report tables, cell by cell over the columns both versions write: {len(tables['identical'])} identical"
+              f"{', differ: ' + ', '.join(tables['differ']) if tables['differ'] else ', none differs'}"
+              f"{'; only this version writes: ' + ', '.join(tables['only_new']) if tables['only_new'] else ''}"
+              f"{'; only the reference writes: ' + ', '.join(tables['only_ref']) if tables['only_ref'] else ''}."]
     results = {"reference": args.reference, "order": args.order, "overrides": args.overrides, "new_overrides": args.new_overrides,
                "transfer_only": args.transfer_only,
-               "runs": runs, "ratio": ratio, "unit_seconds": seconds, "transfer": transfer,
+               "runs": runs, "ratio": ratio, "unit_seconds": seconds, "transfer": transfer, "tables": tables,
                "gains": {label: {m: {f"seed{s}/{t}": v for (s, t), v in by.items()} for m, by in g.items()} for label, g in gain.items()},
                "environment": env}
     paths = write_results(args.results / f"{args.name}.json", results, "\n".join(lines), command=command_line())

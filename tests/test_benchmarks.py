@@ -97,3 +97,18 @@ def test_quick_study_transfer_intervals_pair_by_seed(monkeypatch):
     pairs = quick_study.paired(new, ref)
     assert pairs["n"] == 6 and pairs["mean"] == pytest.approx(10 / 6)
     assert quick_study.paired_by_seed({(0, "a"): 1.0}, {(0, "a"): 0.0}) == {"n": 1, "mean": 1.0, "low": None, "high": None}
+
+
+def test_quick_study_compares_the_report_tables_over_their_shared_columns(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    quick_study = __import__("quick_study")
+    tables = {"ref": {"same.csv": "a,b\n1,2\n", "extra_column.csv": "a\n1\n", "changed.csv": "a\n1\n", "old.csv": "a\n1\n"},
+              "new": {"same.csv": "a,b\n1,2\n", "extra_column.csv": "a,p_adjusted\n1,0.5\n", "changed.csv": "a\n1.0\n",
+                      "new.csv": "a\n1\n"}}
+    for label, files in tables.items():
+        folder = tmp_path / label / "report" / "tables"
+        folder.mkdir(parents=True)
+        for name, text in files.items():
+            (folder / name).write_text(text)
+    assert quick_study.compare_tables(tmp_path / "ref", tmp_path / "new") == {
+        "identical": ["extra_column.csv", "same.csv"], "differ": ["changed.csv"], "only_ref": ["old.csv"], "only_new": ["new.csv"]}

@@ -535,6 +535,26 @@ def test_a_deleted_encoder_reruns_its_consumers_with_the_same_tables(shared_micr
     assert len(tables) > 10 and results() == tables
 
 
+def test_only_finished_units_are_said_to_be_recomputed(shared_micro_study, tmp_path, caplog):
+    """A new unit downstream of one that runs (a new seed's) is not "recomputed"; a finished one is."""
+    import logging
+
+    from helpers import copy_of_shared_study
+    from contrastlab.study.runner import pending_units
+
+    with caplog.at_level(logging.INFO, logger="contrastlab.study.runner"):
+        todo, done = pending_units(micro_config(), tmp_path / "empty")
+    assert done == [] and len(todo) == len(plan_units(micro_config()))
+    assert not [r for r in caplog.records if "recomputing" in r.getMessage()]
+    run_dir = copy_of_shared_study(shared_micro_study, tmp_path / "run").run_dir
+    (run_dir / "pretrain/simclr/seed0/done.json").unlink()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="contrastlab.study.runner"):
+        todo, _ = pending_units(micro_config(), run_dir)
+    said = {r.getMessage().split()[1].rstrip(":") for r in caplog.records if "recomputing" in r.getMessage()}
+    assert said == {u.id for u in todo} - {"pretrain/simclr/seed0"} and said
+
+
 def test_a_consumer_of_a_recomputed_producer_is_stale(shared_micro_study, tmp_path):
     """Fault 6: a finished unit whose producer has other bytes since (recomputed in an earlier cut run) runs again."""
     from helpers import copy_of_shared_study

@@ -92,7 +92,7 @@ def pending_units(config: StudyConfig, run_dir: Path) -> tuple[list[Unit], list[
     rerun: set[str] = set()
     for unit in plan_units(config):  # dependencies come first
         upstream = [d for d in unit.deps if d in rerun]
-        if upstream:
+        if upstream and (run_dir / unit.id / MANIFEST).exists():  # a finished unit, not a new one
             log.info("recomputing %s: its dependency %s runs again", unit.id, upstream[0])
         if upstream or not is_done(unit, run_dir):
             todo.append(unit)
