@@ -71,4 +71,7 @@ def test_collapse_line_names_the_collapsed_runs():
 def test_verdict_counts_line():
     rows = [{"verdict": "supported", "seeds_to_decide": ""}, {"verdict": "inconclusive", "seeds_to_decide": "9"},
             {"verdict": "inconclusive", "seeds_to_decide": "3"}, {"verdict": "inconclusive", "seeds_to_decide": "not decidable at this effect"}]
-    assert verdict_counts(rows) == "1 supported, 0 contradicted, 3 inconclusive (seeds to decide: 3–9)"
+    assert verdict_counts(rows) == "1 supported, 0 contradicted, 3 inconclusive (seeds to decide: 3–9 for 2; not decidable at this effect: 1)"
+    assert verdict_counts(rows[:3]) == "1 supported, 0 contradicted, 2 inconclusive (seeds to decide: 3–9)"
+    rows.append({"verdict": "inconclusive", "seeds_to_decide": "not by seeds alone"})
+    assert verdict_counts(rows[1:]).endswith("4 inconclusive (seeds to decide: 3–9 for 2; more tasks for 1; not decidable at this effect: 1)")

@@ -171,5 +171,5 @@ def rounds_text(result: SequentialSummary) -> str:
         return ""
     first, last = result.rounds[0], result.rounds[-1]
     return (f"until decided: {len(result.rounds)} look{'s' if len(result.rounds) != 1 else ''} in this command "
-            f"(seeds {first.seeds} → {last.seeds}), {last.tested - last.undecided} of {last.tested} claims decided; "
+            f"(seeds {first.seeds} → {last.seeds}), {last.tested - last.undecided} of {last.tested} tested claims decided; "
             f"stopped: {result.stop}; {result.seconds:.0f} s")

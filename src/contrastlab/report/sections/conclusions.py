@@ -87,14 +87,21 @@ def summary_lines(rows: list[dict]) -> list[str]:
 
 
 def verdict_counts(rows: list[dict]) -> str:
-    """"1 supported, 0 contradicted, 13 inconclusive (seeds to decide: 3–9)": the console's one line."""
+    """"1 supported, 0 contradicted, 13 inconclusive (seeds to decide: 3–9 for 10; more tasks for 2; not decidable
+    at this effect: 1)": the console's one line. Each inconclusive claim counts once, by what would decide it."""
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
     text = ", ".join(f"{counts[v]} {v}" for v in VERDICTS)
-    sizes = sorted(int(s) for r in rows if r["verdict"] == INCONCLUSIVE
-                   for s in [str(r.get("seeds_to_decide") or "")] if s.isdigit())
+    needs = [str(r.get("seeds_to_decide") or "") for r in rows if r["verdict"] == INCONCLUSIVE]
+    sizes = sorted(int(s) for s in needs if s.isdigit())
+    parts = []
     if sizes:
-        text += f" (seeds to decide: {sizes[0]}–{sizes[-1]})" if sizes[0] != sizes[-1] else f" (seeds to decide: {sizes[0]})"
-    return text
+        span = f"{sizes[0]}–{sizes[-1]}" if sizes[0] != sizes[-1] else f"{sizes[0]}"
+        parts.append(f"seeds to decide: {span}" + (f" for {len(sizes)}" if len(sizes) < len(needs) else ""))
+    if needs.count(NOT_BY_SEEDS):
+        parts.append(f"more tasks for {needs.count(NOT_BY_SEEDS)}")
+    if needs.count(NOT_DECIDABLE):
+        parts.append(f"{NOT_DECIDABLE}: {needs.count(NOT_DECIDABLE)}")
+    return text + (f" ({'; '.join(parts)})" if parts else "")
 
 
 def _method_paragraph(ctx: ReportContext, rows: list[dict], settings: ClaimSettings) -> str:
