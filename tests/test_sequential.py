@@ -55,3 +55,23 @@ def test_cli_options_go_together(monkeypatch, capsys, tmp_path):
     assert_one_line_error(code, err, "needs --max-seeds")
     code, _, err = run_cli(monkeypatch, capsys, "study", "--out", tmp_path / "r", "--until-decided", "--max-seeds", "1")
     assert_one_line_error(code, err, "below the study's 2 seeds")
+
+
+def test_a_verdict_an_earlier_look_reached_stands():
+    """Error control over the looks counts a false verdict at any look, so a decided claim stays decided."""
+    from contrastlab.report.claims import DIRECTIONAL, INCONCLUSIVE, SUPPORTED, Claim, decide_together
+    from contrastlab.report.looks import earlier_verdicts
+
+    study = {"history": [{"sequential": {"seeds": 2, "max_seeds": 4, "decided": []}},
+                         {"sequential": {"seeds": 3, "max_seeds": 4, "decided": [["3b", "FGSM AUC", SUPPORTED]]}},
+                         {"sequential": {"seeds": 4, "max_seeds": 4}}]}  # this look: not yet recorded
+    earlier = earlier_verdicts(study, 4)
+    assert earlier == (("3b", "FGSM AUC", SUPPORTED, 2, 3),) and earlier_verdicts(study, 3) == ()
+
+    def row(claim: str, p: float) -> Claim:
+        return Claim(claim, "text", "FGSM AUC", 0.1, -0.05, 0.25, p, 4, "tasks", INCONCLUSIVE, "rule", "", test=DIRECTIONAL)
+
+    now = decide_together([row("3b", 0.2), row("3a", 0.2)], alpha=0.02, own_alpha=0.05, earlier=earlier)
+    assert [r.verdict for r in now] == [SUPPORTED, INCONCLUSIVE]
+    assert "supported at look 2 (3 seeds)" in now[0].note and now[0].seeds_to_decide == now[0].tasks_to_decide == ""
+    assert [r.verdict for r in decide_together([row("3b", 0.2)], alpha=0.02, own_alpha=0.05)] == [INCONCLUSIVE]

@@ -19,5 +19,6 @@ def claims_rows(inputs: ClaimInputs | None = None, settings: ClaimSettings | Non
     rows = paper_claims(inputs, settings)
     if inputs.families:
         rows += family_claims(inputs, settings)
-    rows = decide_together(rows, alpha=settings.alpha, own_alpha=1.0 - settings.confidence, adjust=settings.adjust)
+    rows = decide_together(rows, alpha=settings.alpha, own_alpha=1.0 - settings.confidence, adjust=settings.adjust,
+                           earlier=settings.earlier)
     return [asdict(r) for r in rows]

@@ -465,14 +465,16 @@ def decide_sizes(row: Claim, alpha: float, power: float = 0.8) -> tuple[str, str
     return (str(by_seeds) if by_seeds is not None else NOT_BY_SEEDS), str(by_tasks)
 
 
-def decide_together(rows: list[Claim], *, alpha: float, own_alpha: float, adjust: str = "holm") -> list[Claim]:
+def decide_together(rows: list[Claim], *, alpha: float, own_alpha: float, adjust: str = "holm",
+                    earlier: tuple[tuple[str, str, str, int, int], ...] = ()) -> list[Claim]:
     """The rows' verdicts decided as one family at level ``alpha``.
 
     Every testable row (a p-value, not derived) is one hypothesis: with adjust="holm" its p-value
     is Holm-adjusted over them (``p_adjusted``) and the verdict needs p_adjusted < alpha; its interval
     is redrawn at its Holm step's level α/(m − rank) so that it agrees with the verdict. With "none",
     each row at ``alpha``. Derived rows (claim 1 over its pairs) are re-derived; inconclusive rows
-    get their seeds and tasks to decide, at the level the next rejection would need."""
+    get their seeds and tasks to decide, at the level the next rejection would need. A row an
+    ``earlier`` look decided keeps that verdict (see :class:`ClaimSettings`)."""
     if adjust not in ADJUSTMENTS:
         raise ValueError(f"adjust must be one of {', '.join(ADJUSTMENTS)}, got {adjust!r}")
     tested = [i for i, r in enumerate(rows) if r.test != DERIVED and math.isfinite(r.p_value)]
@@ -487,7 +489,23 @@ def decide_together(rows: list[Claim], *, alpha: float, own_alpha: float, adjust
     for i in tested:
         seeds, tasks = decide_sizes(out[i], next_level)
         out[i] = replace(out[i], seeds_to_decide=seeds, tasks_to_decide=tasks)
-    return _rederive(out)
+    return _rederive(_keep_earlier(out, tested, earlier))
+
+
+def _keep_earlier(rows: list[Claim], tested: list[int], earlier: tuple[tuple[str, str, str, int, int], ...]) -> list[Claim]:
+    """``rows`` with the verdicts earlier looks reached put back (the first look's, with a note)."""
+    first: dict[tuple[str, str], tuple[str, int, int]] = {}
+    for claim, statistic, verdict, look, seeds in sorted(earlier, key=lambda e: e[3]):
+        first.setdefault((claim, statistic), (verdict, look, seeds))
+    out = list(rows)
+    for i in tested:
+        kept = first.get((rows[i].claim, rows[i].statistic))
+        if kept is not None:
+            verdict, look, seeds = kept
+            note = f"{verdict} at look {look} ({seeds} seeds): a sequential verdict stands; the estimate is this look's"
+            out[i] = replace(rows[i], verdict=verdict, seeds_to_decide="", tasks_to_decide="",
+                             note="; ".join(n for n in (rows[i].note, note) if n))
+    return out
 
 
 def _rederive(rows: list[Claim]) -> list[Claim]:
@@ -533,6 +551,9 @@ class ClaimSettings:
     attack_space: str = "pixel"
     adjust: str = "holm"  # "holm" or "none"
     look_alpha: float | None = None  # a sequential look's spent α; None: 1 − confidence
+    # Verdicts an earlier look of a sequential study reached: (claim, statistic, verdict, look, seeds).
+    # A decision stands once its boundary is crossed (the error bound counts a false verdict at any look).
+    earlier: tuple[tuple[str, str, str, int, int], ...] = ()
 
     @property
     def alpha(self) -> float:

@@ -1,8 +1,9 @@
 """The looks of a study run with ``--until-decided``: which look a report is, and its test level.
 
 ``contrastlab study --until-decided`` (study/sequential.py) adds seeds round by round and records
-each round in study.json's history as ``{"sequential": {"seeds": n, "max_seeds": N, ...}}``. Each
-round's report is one look at the claims; the looks share the error budget α through a Lan–DeMets
+each round in study.json's history as ``{"sequential": {"seeds": n, "max_seeds": N, "decided":
+[[claim, statistic, verdict], ...], ...}}``. Each round's report is one look at the claims; a verdict
+a look reaches stands at every later look; the looks share the error budget α through a Lan–DeMets
 O'Brien–Fleming-type spending function over the information fraction n / N
 (:func:`contrastlab.stats.look_levels`), so that the chance of any false verdict over all looks
 stays ≤ α.
@@ -51,3 +52,12 @@ def current_look(study: dict | None, seeds: int, alpha: float) -> Look | None:
     counts = sorted({int(r["seeds"]) for r in records if int(r["seeds"]) <= seeds} | {seeds})
     levels = look_levels([c / max_seeds for c in counts], alpha)
     return Look(len(counts), seeds, max_seeds, levels[-1], obrien_fleming_spent(seeds / max_seeds, alpha), alpha)
+
+
+def earlier_verdicts(study: dict | None, seeds: int) -> tuple[tuple[str, str, str, int, int], ...]:
+    """The verdicts the looks before the one at ``seeds`` reached, as recorded in their rounds'
+    ``decided`` lists: (claim, statistic, verdict, look number, seeds at that look)."""
+    records = rounds(study)
+    counts = sorted({int(r["seeds"]) for r in records} | {seeds})
+    return tuple((claim, statistic, verdict, counts.index(int(r["seeds"])) + 1, int(r["seeds"]))
+                 for r in records if int(r["seeds"]) < seeds for claim, statistic, verdict in r.get("decided") or [])

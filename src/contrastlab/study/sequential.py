@@ -81,15 +81,15 @@ def resumed_config(config: StudyConfig, run_dir: Path) -> StudyConfig:
     return extended if study_hash(extended) == study.get("config_hash") else config
 
 
-def claim_counts(run_dir: Path) -> tuple[int, int]:
-    """(tested, still inconclusive) claims of the run's report (tables/claims.csv)."""
+def claim_outcomes(run_dir: Path) -> tuple[int, list[list[str]]]:
+    """(tested claims, [claim, statistic, verdict] of those decided) of the run's report (tables/claims.csv)."""
     path = report_dir(run_dir) / REPORT_TABLES / "claims.csv"
     if not path.exists():
-        return 0, 0
+        return 0, []
     with open(path, newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("test") != "derived" and r.get("p_value") not in ("", "nan")
                 and math.isfinite(float(r["p_value"]))]
-    return len(rows), sum(r["verdict"] == "inconclusive" for r in rows)
+    return len(rows), [[r["claim"], r["statistic"], r["verdict"]] for r in rows if r["verdict"] != "inconclusive"]
 
 
 def _look(config: StudyConfig, run_dir: Path, plan: UntilDecided, workers: int) -> Round:
@@ -100,10 +100,10 @@ def _look(config: StudyConfig, run_dir: Path, plan: UntilDecided, workers: int) 
     with RunLock(run_dir):
         note_run(run_dir, {SEQUENTIAL: {"seeds": len(config.seeds), "max_seeds": plan.max_seeds}})
         build_report(run_dir, workers=workers)
-        tested, undecided = claim_counts(run_dir)
+        tested, decided = claim_outcomes(run_dir)
         note_run(run_dir, {SEQUENTIAL: {"seeds": len(config.seeds), "max_seeds": plan.max_seeds, "tested": tested,
-                                        "undecided": undecided}})
-    return Round(len(config.seeds), tested, undecided, time.perf_counter() - started)
+                                        "undecided": tested - len(decided), "decided": decided}})
+    return Round(len(config.seeds), tested, tested - len(decided), time.perf_counter() - started)
 
 
 def _stop_reason(config: StudyConfig, plan: UntilDecided, last: Round, elapsed: float, round_seconds: float) -> str:

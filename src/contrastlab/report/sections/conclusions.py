@@ -11,7 +11,7 @@ from .. import html as h
 from ..claim_table import claims_rows
 from ..claims import INCONCLUSIVE, NOT_BY_SEEDS, NOT_DECIDABLE, VERDICTS, ClaimInputs, ClaimSettings
 from ..context import ReportContext, Section, run_families, unit_settings
-from ..looks import current_look
+from ..looks import current_look, earlier_verdicts
 from ..tables import write_table
 
 SHARPNESS = (("sharpness_top_normalized", "top eigenvalue of the filter-normalized Hessian"),
@@ -32,7 +32,8 @@ def claim_settings(ctx: ReportContext) -> ClaimSettings:
     look = current_look(run.study, len(run.seeds), 1.0 - run.confidence)
     return ClaimSettings(confidence=run.confidence, margin=claims.flatness_margin, accuracy_margin=claims.accuracy_margin,
                          eps_max=claims.robustness_eps_max_255 / 255, attack_space=_attack_space(ctx),
-                         adjust=claims.adjust, look_alpha=look.alpha if look else None)
+                         adjust=claims.adjust, look_alpha=look.alpha if look else None,
+                         earlier=earlier_verdicts(run.study, len(run.seeds)) if look else ())
 
 
 def claim_rows(ctx: ReportContext) -> list[dict]:
