@@ -142,18 +142,30 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         return list(reader.fieldnames or []), list(reader)
 
 
-def compare_tables(ref_dir: Path, new_dir: Path) -> dict[str, list[str]]:
+def compare_tables(ref_dir: Path, new_dir: Path) -> dict:
     """The report tables of two run directories, cell by cell over the columns both have:
-    {"identical": [...], "differ": [...], "only_ref": [...], "only_new": [...]} (file names)."""
+    {"identical": [file, ...], "differ": {file: [columns that differ, or "rows"]}, "only_ref": [...], "only_new": [...]}."""
     ref, new = ({p.name: p for p in (d / "report" / "tables").glob("*.csv")} for d in (ref_dir, new_dir))
-    out: dict[str, list[str]] = {"identical": [], "differ": [], "only_ref": sorted(set(ref) - set(new)),
-                                 "only_new": sorted(set(new) - set(ref))}
+    out: dict = {"identical": [], "differ": {}, "only_ref": sorted(set(ref) - set(new)), "only_new": sorted(set(new) - set(ref))}
     for name in sorted(set(ref) & set(new)):
         (ref_columns, ref_rows), (new_columns, new_rows) = read_table(ref[name]), read_table(new[name])
         shared = [c for c in ref_columns if c in new_columns]
-        same = len(ref_rows) == len(new_rows) and all(a[c] == b[c] for a, b in zip(ref_rows, new_rows) for c in shared)
-        out["identical" if same and shared else "differ"].append(name)
+        columns = [c for c in shared if any(a[c] != b[c] for a, b in zip(ref_rows, new_rows))]
+        columns += ["rows"] if len(ref_rows) != len(new_rows) else []
+        if columns or not shared:
+            out["differ"][name] = columns or ["no shared column"]
+        else:
+            out["identical"].append(name)
     return out
+
+
+def tables_text(tables: dict) -> str:
+    """One sentence for the results file: which report tables match, which columns differ."""
+    differ = "; ".join(f"{name} ({', '.join(columns)})" for name, columns in tables["differ"].items())
+    return (f"Report tables, cell by cell over the columns both versions write: {len(tables['identical'])} identical"
+            f"{'; differing columns: ' + differ if differ else ', none differs'}"
+            f"{'; only this version writes: ' + ', '.join(tables['only_new']) if tables['only_new'] else ''}"
+            f"{'; only the reference writes: ' + ', '.join(tables['only_ref']) if tables['only_ref'] else ''}.")
 
 
 def t_interval(diff: np.ndarray) -> dict:
@@ -231,10 +243,7 @@ def main() -> None:
         ["method", "reference", "this version", "difference [95% CI], pairs", "pairs", "difference [95% CI], seeds", "seeds"],
         [[m, f"{t['ref']:+.1f}", f"{t['new']:+.1f}", interval(t["new_minus_ref"]), t["new_minus_ref"]["n"],
           interval(t["new_minus_ref_by_seed"]), t["new_minus_ref_by_seed"]["n"]] for m, t in transfer.items()], "lrrrrrr"))
-    lines += ["", f"Report tables, cell by cell over the columns both versions write: {len(tables['identical'])} identical"
-              f"{', differ: ' + ', '.join(tables['differ']) if tables['differ'] else ', none differs'}"
-              f"{'; only this version writes: ' + ', '.join(tables['only_new']) if tables['only_new'] else ''}"
-              f"{'; only the reference writes: ' + ', '.join(tables['only_ref']) if tables['only_ref'] else ''}."]
+    lines += ["", tables_text(tables)]
     results = {"reference": args.reference, "order": args.order, "overrides": args.overrides, "new_overrides": args.new_overrides,
                "transfer_only": args.transfer_only,
                "runs": runs, "ratio": ratio, "unit_seconds": seconds, "transfer": transfer, "tables": tables,

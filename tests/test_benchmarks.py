@@ -111,4 +111,18 @@ def test_quick_study_compares_the_report_tables_over_their_shared_columns(monkey
         for name, text in files.items():
             (folder / name).write_text(text)
     assert quick_study.compare_tables(tmp_path / "ref", tmp_path / "new") == {
-        "identical": ["extra_column.csv", "same.csv"], "differ": ["changed.csv"], "only_ref": ["old.csv"], "only_new": ["new.csv"]}
+        "identical": ["extra_column.csv", "same.csv"], "differ": {"changed.csv": ["a"]}, "only_ref": ["old.csv"], "only_new": ["new.csv"]}
+
+
+def test_benchmarks_readme_is_a_short_record():
+    """benchmarks/README.md: one table and short sections, under 120 lines of at most 160 characters;
+    every results file it names exists."""
+    import re
+
+    text = (REPO / "benchmarks" / "README.md").read_text()
+    lines = text.splitlines()
+    assert len(lines) < 120 and [i + 1 for i, line in enumerate(lines) if len(line) > 160] == []
+    named = set(re.findall(r"`([\w.-]+\.md)`", text)) - {"README.md", "gpu.md"}  # gpu.md: written by the first GPU run
+    missing = [name for name in sorted(named) if not (REPO / "benchmarks" / "results" / name).exists()
+               and "…" not in name]
+    assert missing == []
