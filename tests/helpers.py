@@ -193,5 +193,6 @@ def _rank_main(rank: int, work, world: int, init_file: str, out_dir: str) -> Non
     torch_dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.save(work(rank), f"{out_dir}/rank{rank}.pt")
+        torch_dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         torch_dist.destroy_process_group()
