@@ -36,7 +36,7 @@ NAN = float("nan")
 _ZERO_SPREAD = 1e-12
 
 
-def _t_quantile(q: float, df: int) -> float:
+def t_quantile(q: float, df: float) -> float:
     """The q-quantile of Student's t with ``df`` degrees of freedom (scipy.stats.t.ppf)."""
     return float(_special.stdtrit(df, q))
 
@@ -139,7 +139,7 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
     if n == 1:
         return Summary(1, mean, NAN, NAN, NAN, confidence)
     std = float(x.std(ddof=1))
-    half = _t_quantile(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
+    half = t_quantile(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
     return Summary(n, mean, std, mean - half, mean + half, confidence)
 
 
@@ -200,7 +200,7 @@ def equivalence_ratio(a: Sequence[float], b: Sequence[float], margin: float,
     p_lower = _t_cdf(-(mean + bound) / se, n - 1)  # H0: log ratio ≤ −bound
     p_upper = _t_cdf((mean - bound) / se, n - 1)  # H0: log ratio ≥ +bound
     p = max(p_lower, p_upper)
-    half = _t_quantile(1.0 - alpha, n - 1) * se
+    half = t_quantile(1.0 - alpha, n - 1) * se
     return Equivalence(n, math.exp(mean), math.exp(mean - half), math.exp(mean + half), level, p, p < alpha, margin)
 
 
@@ -318,7 +318,7 @@ def logit_interval(center: float, se_logit: float, df: int, confidence: float = 
     if df < 1 or not math.isfinite(se_logit):
         return NAN, NAN
     middle = float(logit(center / scale))
-    half = _t_quantile(0.5 + confidence / 2, df) * se_logit
+    half = t_quantile(0.5 + confidence / 2, df) * se_logit
     return float(scale * expit(middle - half)), float(scale * expit(middle + half))
 
 
@@ -327,18 +327,13 @@ def t_interval(center: float, se: float, df: int, confidence: float = 0.95) -> t
     confidence = _check_confidence(confidence)
     if df < 1 or not math.isfinite(se):
         return NAN, NAN
-    half = _t_quantile(0.5 + confidence / 2, df) * se
+    half = t_quantile(0.5 + confidence / 2, df) * se
     return center - half, center + half
 
 
 def f_survival(f: float, df1: int, df2: int) -> float:
     """P(F > f) for Fisher's F with (df1, df2) degrees of freedom (scipy.stats.f.sf)."""
     return float(_special.fdtrc(df1, df2, f))
-
-
-def t_quantile(q: float, df: float) -> float:
-    """The q-quantile of Student's t with ``df`` degrees of freedom (public for the report's rescaling)."""
-    return float(_special.stdtrit(df, q))
 
 
 # --- multiplicity -------------------------------------------------------------------------------
@@ -403,7 +398,7 @@ def equivalence_difference(a: Sequence[float], b: Sequence[float], margin: float
         return Equivalence(n, mean, mean, mean, level, p, p < alpha, margin)
     se = std / math.sqrt(n)
     p = max(_t_cdf(-(mean + margin) / se, n - 1), _t_cdf((mean - margin) / se, n - 1))
-    half = _t_quantile(1.0 - alpha, n - 1) * se
+    half = t_quantile(1.0 - alpha, n - 1) * se
     return Equivalence(n, mean, mean - half, mean + half, level, p, p < alpha, margin)
 
 
@@ -462,9 +457,9 @@ def decision_power(effect: float, design: Design, alpha: float, bound: float | N
     if se <= 0.0:
         return 1.0 if (bound is None and effect != 0.0) or (bound is not None and abs(effect) != bound) else 0.0
     if bound is None:
-        critical = _t_quantile(1.0 - alpha / 2.0, df)
+        critical = t_quantile(1.0 - alpha / 2.0, df)
         return _beyond(df, effect / se, critical) + 1.0 - _beyond(df, effect / se, -critical)
-    critical = _t_quantile(1.0 - alpha, df)
+    critical = t_quantile(1.0 - alpha, df)
     if abs(effect) >= bound:
         return _beyond(df, (abs(effect) - bound) / se, critical)
     both = _beyond(df, (effect + bound) / se, critical) + _beyond(df, (bound - effect) / se, critical) - 1.0
