@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from contrastlab.report.looks import current_look, rounds
-from contrastlab.rundir import read_study
+from contrastlab.report.looks import current_look
+from contrastlab.rundir import read_study, sequential_rounds as rounds
 from contrastlab.study import sequential
 from contrastlab.study.sequential import UntilDecided, next_seed, run_until_decided
 from helpers import assert_one_line_error, copy_of_shared_study, micro_config, run_cli

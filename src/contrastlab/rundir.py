@@ -353,6 +353,15 @@ def note_run(run_dir: Path, fields: dict, index: int = -1) -> None:
     write_json(Path(run_dir) / STUDY_FILE, study)
 
 
+SEQUENTIAL = "sequential"  # the key of a round's record in a history entry (study --until-decided)
+
+
+def sequential_rounds(study: dict | None) -> list[dict]:
+    """The records of the rounds of a study run with --until-decided, in the history's order."""
+    return [entry[SEQUENTIAL] for entry in (study or {}).get("history") or []
+            if isinstance(entry, dict) and isinstance(entry.get(SEQUENTIAL), dict)]
+
+
 def end_run(run_dir: Path, index: int, status: str, units_run: int) -> None:
     """Close history entry ``index`` with its end time, status and the number of units it ran."""
     study = read_study(run_dir)

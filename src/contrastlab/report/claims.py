@@ -465,6 +465,11 @@ def decide_sizes(row: Claim, alpha: float, power: float = 0.8) -> tuple[str, str
     return (str(by_seeds) if by_seeds is not None else NOT_BY_SEEDS), str(by_tasks)
 
 
+def is_tested(test: str, p_value: float) -> bool:
+    """Whether a row is a hypothesis of the family: a p-value of its own (not derived from other rows)."""
+    return test != DERIVED and math.isfinite(p_value)
+
+
 def decide_together(rows: list[Claim], *, alpha: float, own_alpha: float, adjust: str = "holm",
                     earlier: tuple[tuple[str, str, str, int, int], ...] = ()) -> list[Claim]:
     """The rows' verdicts decided as one family at level ``alpha``.
@@ -477,7 +482,7 @@ def decide_together(rows: list[Claim], *, alpha: float, own_alpha: float, adjust
     ``earlier`` look decided keeps that verdict (see :class:`ClaimSettings`)."""
     if adjust not in ADJUSTMENTS:
         raise ValueError(f"adjust must be one of {', '.join(ADJUSTMENTS)}, got {adjust!r}")
-    tested = [i for i, r in enumerate(rows) if r.test != DERIVED and math.isfinite(r.p_value)]
+    tested = [i for i, r in enumerate(rows) if is_tested(r.test, r.p_value)]
     p = [rows[i].p_value for i in tested]
     adjusted = holm(p) if adjust == "holm" else p
     levels = holm_levels(p, alpha) if adjust == "holm" else [alpha] * len(p)

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..rundir import sequential_rounds
 from ..stats import look_levels, obrien_fleming_spent
-
-SEQUENTIAL = "sequential"  # the key of a round's record in a study.json history entry
 
 
 @dataclass(frozen=True)
@@ -34,22 +33,19 @@ class Look:
                 f"{self.total:g} spent over {self.number} look{'s' if self.number != 1 else ''})")
 
 
-def rounds(study: dict | None) -> list[dict]:
-    """The sequential records of the study's history, in order."""
-    return [entry[SEQUENTIAL] for entry in (study or {}).get("history") or []
-            if isinstance(entry, dict) and isinstance(entry.get(SEQUENTIAL), dict)]
+def _look_seeds(records: list[dict], seeds: int) -> list[int]:
+    """The seed count of each look up to the one at ``seeds``: the distinct counts the rounds reached
+    (a look repeated after an interruption sees the same data and spends nothing more)."""
+    return sorted({int(r["seeds"]) for r in records if int(r["seeds"]) <= seeds} | {seeds})
 
 
 def current_look(study: dict | None, seeds: int, alpha: float) -> Look | None:
-    """The look a report of ``seeds`` seeds is, or None for a study not run with --until-decided.
-
-    Looks are the distinct seed counts the rounds reached up to ``seeds`` (a look repeated after an
-    interruption sees the same data and spends nothing more)."""
-    records = rounds(study)
+    """The look a report of ``seeds`` seeds is, or None for a study not run with --until-decided."""
+    records = sequential_rounds(study)
     if not records:
         return None
     max_seeds = int(records[-1]["max_seeds"])
-    counts = sorted({int(r["seeds"]) for r in records if int(r["seeds"]) <= seeds} | {seeds})
+    counts = _look_seeds(records, seeds)
     levels = look_levels([c / max_seeds for c in counts], alpha)
     return Look(len(counts), seeds, max_seeds, levels[-1], obrien_fleming_spent(seeds / max_seeds, alpha), alpha)
 
@@ -57,7 +53,7 @@ def current_look(study: dict | None, seeds: int, alpha: float) -> Look | None:
 def earlier_verdicts(study: dict | None, seeds: int) -> tuple[tuple[str, str, str, int, int], ...]:
     """The verdicts the looks before the one at ``seeds`` reached, as recorded in their rounds'
     ``decided`` lists: (claim, statistic, verdict, look number, seeds at that look)."""
-    records = rounds(study)
-    counts = sorted({int(r["seeds"]) for r in records} | {seeds})
+    records = sequential_rounds(study)
+    counts = _look_seeds(records, seeds)
     return tuple((claim, statistic, verdict, counts.index(int(r["seeds"])) + 1, int(r["seeds"]))
                  for r in records if int(r["seeds"]) < seeds for claim, statistic, verdict in r.get("decided") or [])

@@ -20,19 +20,17 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import StudyConfig
 from ..errors import ConfigError
-from ..rundir import REPORT_TABLES, RunLock, note_run, read_study, report_dir, report_page
+from ..report.claims import INCONCLUSIVE, is_tested
+from ..rundir import REPORT_TABLES, SEQUENTIAL, RunLock, note_run, read_study, report_dir, report_page, sequential_rounds
 from .runner import StudySummary, run_study, study_hash
 
 log = logging.getLogger(__name__)
-
-SEQUENTIAL = "sequential"  # the key of a round's record in a history entry (report/looks.py reads it)
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,7 @@ def resumed_config(config: StudyConfig, run_dir: Path) -> StudyConfig:
     """``config`` with the seeds a stored sequential study of the same config reached, when the
     stored seeds extend the command's; else ``config`` unchanged."""
     study = read_study(run_dir) if run_dir.exists() else None
-    if not study or not any(isinstance(e, dict) and SEQUENTIAL in e for e in study.get("history") or []):
+    if not sequential_rounds(study):
         return config
     stored = list((study.get("config") or {}).get("seeds") or [])
     if len(stored) <= len(config.seeds) or stored[:len(config.seeds)] != list(config.seeds):
@@ -87,9 +85,8 @@ def claim_outcomes(run_dir: Path) -> tuple[int, list[list[str]]]:
     if not path.exists():
         return 0, []
     with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("test") != "derived" and r.get("p_value") not in ("", "nan")
-                and math.isfinite(float(r["p_value"]))]
-    return len(rows), [[r["claim"], r["statistic"], r["verdict"]] for r in rows if r["verdict"] != "inconclusive"]
+        rows = [r for r in csv.DictReader(f) if is_tested(r.get("test", ""), float(r.get("p_value") or "nan"))]
+    return len(rows), [[r["claim"], r["statistic"], r["verdict"]] for r in rows if r["verdict"] != INCONCLUSIVE]
 
 
 def _look(config: StudyConfig, run_dir: Path, plan: UntilDecided, workers: int) -> Round:

@@ -9,9 +9,9 @@ from ... import rundir
 from ...utils.io import read_json, write_text
 from .. import html as h
 from ..claim_table import claims_rows
-from ..claims import INCONCLUSIVE, NOT_BY_SEEDS, NOT_DECIDABLE, VERDICTS, ClaimInputs, ClaimSettings
+from ..claims import INCONCLUSIVE, NOT_BY_SEEDS, NOT_DECIDABLE, VERDICTS, ClaimInputs, ClaimSettings, is_tested
 from ..context import ReportContext, Section, run_families, unit_settings
-from ..looks import current_look, earlier_verdicts
+from ..looks import Look, current_look, earlier_verdicts
 from ..tables import write_table
 
 SHARPNESS = (("sharpness_top_normalized", "top eigenvalue of the filter-normalized Hessian"),
@@ -26,24 +26,23 @@ def _attack_space(ctx: ReportContext) -> str:
     return str(unit_settings(units[0], read_json(sidecar) if sidecar.exists() else {}).get("space", "pixel"))
 
 
-def claim_settings(ctx: ReportContext) -> ClaimSettings:
-    """The claims' settings: report.claims, the report's confidence and, in a sequential study, the look's α."""
+def claim_settings(ctx: ReportContext, look: Look | None) -> ClaimSettings:
+    """The claims' settings: report.claims, the report's confidence and, in a sequential study (``look``),
+    the look's α and the verdicts earlier looks reached."""
     run, claims = ctx.run, ctx.run.report.claims
-    look = current_look(run.study, len(run.seeds), 1.0 - run.confidence)
     return ClaimSettings(confidence=run.confidence, margin=claims.flatness_margin, accuracy_margin=claims.accuracy_margin,
                          eps_max=claims.robustness_eps_max_255 / 255, attack_space=_attack_space(ctx),
                          adjust=claims.adjust, look_alpha=look.alpha if look else None,
                          earlier=earlier_verdicts(run.study, len(run.seeds)) if look else ())
 
 
-def claim_rows(ctx: ReportContext) -> list[dict]:
+def claim_rows(ctx: ReportContext, settings: ClaimSettings) -> list[dict]:
     """The claims table: every row of :func:`claims_rows` on this run's per-seed results."""
     key, quantity = next(((k, q) for k, q in SHARPNESS if k in ctx.results), SHARPNESS[-1])
     progress = {f: ctx.curves[f] for f in ("t_w", "t_w_raw") if ctx.curves.get(f)}
     fgsm = {k: {s: c[:2] for s, c in seeds.items()} for k, seeds in ctx.curves.get("fgsm", {}).items()} or None
     inputs = ClaimInputs(sharpness=ctx.results.get(key), sharpness_quantity=quantity, progress=progress or None,
                          robustness=fgsm, accuracy=ctx.results.get("probe_accuracy"), families=run_families(ctx.run))
-    settings = claim_settings(ctx)
     try:
         return claims_rows(inputs, settings)
     except ValueError as error:  # an FGSM curve that cannot be scored (e.g. its ε grid stops short of ε_max)
@@ -105,14 +104,13 @@ def verdict_counts(rows: list[dict]) -> str:
     return text + (f" ({'; '.join(parts)})" if parts else "")
 
 
-def _method_paragraph(ctx: ReportContext, rows: list[dict], settings: ClaimSettings) -> str:
-    run, claims = ctx.run, ctx.run.report.claims
-    tested = sum(math.isfinite(float(r["p_value"])) and r["test"] != "derived" for r in rows)
+def _method_paragraph(ctx: ReportContext, rows: list[dict], settings: ClaimSettings, look: Look | None) -> str:
+    claims = ctx.run.report.claims
+    tested = sum(is_tested(r["test"], float(r["p_value"])) for r in rows)
     adjust = (f"Holm's step-down procedure over all {tested} tested claims (family-wise error ≤ {settings.alpha:.3g}): "
               "a verdict needs p_adjusted < α, and each interval is drawn at its claim's Holm level"
               if claims.adjust == "holm" else f"each of the {tested} tested claims at α = {settings.alpha:.3g}, "
                                               "without adjustment for multiplicity (report.claims.adjust: none)")
-    look = current_look(run.study, len(run.seeds), 1.0 - run.confidence)
     return (f"The original study's three claims, and the families' claims (paired over tasks, each family's value "
             f"on a task the mean of its methods), each tested on this run's numbers. {tested} claims were tested, "
             f"decided with {adjust}. "
@@ -130,11 +128,14 @@ def _method_paragraph(ctx: ReportContext, rows: list[dict], settings: ClaimSetti
 
 def conclusions_section(ctx: ReportContext) -> None:
     section = Section("What this run says", "claims")
-    rows = claim_rows(ctx)
+    run = ctx.run
+    look = current_look(run.study, len(run.seeds), 1.0 - run.confidence)
+    settings = claim_settings(ctx, look)
+    rows = claim_rows(ctx, settings)
     write_table(ctx.table_dir, "claims", rows)
     write_text(ctx.table_dir / "summary.md", "".join(f"- {line}\n" for line in summary_lines(rows)))
     write_text(ctx.table_dir / "verdicts.txt", verdict_counts(rows) + "\n")
-    section.body.append(h.paragraph(_method_paragraph(ctx, rows, claim_settings(ctx))))
+    section.body.append(h.paragraph(_method_paragraph(ctx, rows, settings, look)))
     columns = ["claim", "statement", "verdict", "statistic", "estimate [CI]", "n", "p", "p (adjusted)",
                "to decide (80% power)", "note"]
     section.body.append(h.table([_shown(r) for r in rows], columns, cell_class="verdict"))
