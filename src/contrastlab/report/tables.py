@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 import math
 from collections.abc import Callable, Mapping
 from itertools import combinations
@@ -61,7 +60,7 @@ def summary(values, confidence: float) -> dict:
 POOL_BELOW = 5
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class CellModel:
     """How a table's intervals are computed: on which scale, with which spread."""
 
@@ -119,7 +118,7 @@ def pooled_mean_interval(model: CellModel, cells: list[list[float]], confidence:
     if model.bounds:
         scale = model.bounds[1]
         slopes = [(m / scale) * (1 - m / scale) for m in means]  # d p / d logit(p) at each task's mean
-        p = stats.expit(stats.logit(mean / scale))
+        p = mean / scale
         variance = sum((g * spread.sd) ** 2 / len(v) for g, v in zip(slopes, cells)) / tasks ** 2
         se = math.sqrt(variance) / max(float(p * (1 - p)), 1e-12)
     else:
